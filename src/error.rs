@@ -1,0 +1,99 @@
+//! The crate's error type: one enum, each variant saying what went wrong and where.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in collection-store.
+///
+/// Errors carry the file and offset where that makes sense, so a message alone tells an operator what to look at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed.
+    #[error("{op} failed on {path}: {source}")]
+    Io {
+        /// What was being done (`"fdatasync"`, `"pwrite"`, ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The disk is full. Nothing half-written became visible; free space and retry (or reopen if poisoned).
+    #[error("disk full while {op} on {path}")]
+    DiskFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file involved.
+        path: PathBuf,
+    },
+    /// Another handle (in this or another process) holds the directory.
+    #[error("{path} is locked by another open handle (same or other process); close it first")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// An earlier write or sync failed, so the log's state on disk is unknown. Reopen to recover.
+    #[error("the log is poisoned by an earlier failure ({cause}); reopen it to recover")]
+    Poisoned {
+        /// The failure that poisoned it.
+        cause: String,
+    },
+    /// The log is damaged in a way recovery must not paper over: valid data follows invalid data.
+    #[error("corruption in {file} at offset {offset}: {reason}")]
+    Corruption {
+        /// The damaged file.
+        file: String,
+        /// Byte offset inside the file.
+        offset: u64,
+        /// What failed to validate.
+        reason: String,
+    },
+    /// The files were written by an incompatible format version.
+    #[error("{file} has format version {found}; this build reads version {expected}")]
+    FormatVersion {
+        /// The file.
+        file: String,
+        /// Version found on disk.
+        found: u32,
+        /// Version this build understands.
+        expected: u32,
+    },
+    /// A record (or group of records) is larger than the log accepts.
+    #[error("record group of {len_bytes} bytes exceeds the maximum of {max_bytes} bytes")]
+    RecordTooLarge {
+        /// Encoded size asked for.
+        len_bytes: u64,
+        /// The limit (set by segment size and staging buffer size).
+        max_bytes: u64,
+    },
+    /// An option is out of range.
+    #[error("invalid option: {0}")]
+    InvalidOptions(String),
+    /// A read asked for an LSN that is not the start of a record still in the log.
+    #[error("LSN {lsn} is not the start of a record in the log ({reason})")]
+    InvalidLsn {
+        /// The LSN asked for.
+        lsn: u64,
+        /// Why it is not usable.
+        reason: &'static str,
+    },
+    /// The log used all of its LSN space (2^30 segments).
+    #[error("the log has used all of its LSN space")]
+    LsnExhausted,
+}
+
+impl Error {
+    /// Builds an [`Error::Io`], or [`Error::DiskFull`] when the OS reports ENOSPC / EDQUOT.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded {
+            return Error::DiskFull { op, path };
+        }
+        Error::Io { op, path, source }
+    }
+}

@@ -1,0 +1,25 @@
+//! collection-store: an embedded, crash-safe, transactional document store.
+//!
+//! This release contains the foundation: a segmented, preallocated, memory-mapped write-ahead log ([`wal`]) with
+//! lock-free LSN reservation, group commit, per-append durability and crash recovery.
+//!
+//! ```
+//! use collection_store::wal::{Durability, RecordKind, Wal, WalOptions};
+//! # fn main() -> collection_store::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let (wal, _report) = Wal::open(dir.path(), WalOptions::default())?;
+//! let lsn = wal.append(RecordKind::Data, b"hello", Durability::Sync)?;
+//! drop(wal);
+//! let (wal, report) = Wal::open(dir.path(), WalOptions::default())?;
+//! assert_eq!(report.records, 1);
+//! let first = wal.iter_from(wal.start_lsn())?.next().unwrap()?;
+//! assert_eq!((first.lsn(), first.payload()), (lsn, &b"hello"[..]));
+//! # Ok(()) }
+//! ```
+#![deny(clippy::all)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod wal;
+
+pub use error::{Error, Result};
