@@ -91,7 +91,9 @@ impl Error {
     /// Builds an [`Error::Io`], or [`Error::DiskFull`] when the OS reports ENOSPC / EDQUOT.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
-        if source.kind() == io::ErrorKind::StorageFull || source.kind() == io::ErrorKind::QuotaExceeded {
+        if source.kind() == io::ErrorKind::StorageFull
+            || source.kind() == io::ErrorKind::QuotaExceeded
+        {
             return Error::DiskFull { op, path };
         }
         Error::Io { op, path, source }

@@ -19,7 +19,15 @@
 #![deny(clippy::all)]
 #![warn(missing_docs)]
 
+// Under `--cfg loom` only the concurrency core is compiled, for the loom models in `tests/loom_reserve.rs`.
+#[cfg(loom)]
+#[path = "wal/reserve.rs"]
+pub mod reserve;
+
+#[cfg(not(loom))]
 pub mod error;
+#[cfg(not(loom))]
 pub mod wal;
 
+#[cfg(not(loom))]
 pub use error::{Error, Result};

@@ -102,7 +102,13 @@ pub fn span_of_word(word: u64) -> u64 {
 
 /// Encodes a record header (all 32 bytes, CRC included) for `payload` at `lsn`.
 #[must_use]
-pub fn encode_record_header(lsn: u64, salt: u64, kind: RecordKind, flags: u8, payload: &[u8]) -> [u8; 32] {
+pub fn encode_record_header(
+    lsn: u64,
+    salt: u64,
+    kind: RecordKind,
+    flags: u8,
+    payload: &[u8],
+) -> [u8; 32] {
     debug_assert!(kind != RecordKind::Pad);
     #[allow(clippy::cast_possible_truncation)]
     encode_header(lsn, salt, kind, flags, payload.len() as u32, payload)
@@ -112,12 +118,21 @@ pub fn encode_record_header(lsn: u64, salt: u64, kind: RecordKind, flags: u8, pa
 /// header only: its payload is never read, so it is never checksummed (or materialized).
 #[must_use]
 pub fn encode_pad_header(lsn: u64, salt: u64, span_bytes: u64) -> [u8; 32] {
-    debug_assert!(span_bytes >= RECORD_HEADER_BYTES && span_bytes % RECORD_ALIGN_BYTES == 0);
+    debug_assert!(
+        span_bytes >= RECORD_HEADER_BYTES && span_bytes.is_multiple_of(RECORD_ALIGN_BYTES)
+    );
     let payload_len = u32::try_from(span_bytes - RECORD_HEADER_BYTES).expect("PAD fits a segment");
     encode_header(lsn, salt, RecordKind::Pad, 0, payload_len, &[])
 }
 
-fn encode_header(lsn: u64, salt: u64, kind: RecordKind, flags: u8, payload_len: u32, checked: &[u8]) -> [u8; 32] {
+fn encode_header(
+    lsn: u64,
+    salt: u64,
+    kind: RecordKind,
+    flags: u8,
+    payload_len: u32,
+    checked: &[u8],
+) -> [u8; 32] {
     debug_assert_eq!(lsn % RECORD_ALIGN_BYTES, 0);
     let mut h = [0u8; 32];
     h[0..8].copy_from_slice(&header_word(payload_len, kind, flags).to_le_bytes());
@@ -190,9 +205,17 @@ pub struct RecordRef<'a> {
 /// Validates the record at `offset` of a segment whose first byte is LSN `segment_base`.
 ///
 /// Never panics and never reads outside `segment`, whatever its bytes are.
-pub fn parse_record(segment: &[u8], offset: u64, segment_base: u64, salt: u64) -> Result<RecordRef<'_>, RecordError> {
+pub fn parse_record(
+    segment: &[u8],
+    offset: u64,
+    segment_base: u64,
+    salt: u64,
+) -> Result<RecordRef<'_>, RecordError> {
     let len = segment.len() as u64;
-    if offset.checked_add(RECORD_HEADER_BYTES).is_none_or(|end| end > len) {
+    if offset
+        .checked_add(RECORD_HEADER_BYTES)
+        .is_none_or(|end| end > len)
+    {
         return Err(RecordError::Truncated);
     }
     #[allow(clippy::cast_possible_truncation)]
@@ -225,7 +248,11 @@ pub fn parse_record(segment: &[u8], offset: u64, segment_base: u64, salt: u64) -
     if kind == RecordKind::Pad && (offset + span != len || flags != 0) {
         return Err(RecordError::BadPad);
     }
-    let checked = if kind == RecordKind::Pad { &[][..] } else { payload };
+    let checked = if kind == RecordKind::Pad {
+        &[][..]
+    } else {
+        payload
+    };
     if record_crc(h, checked) != u32_at(h, 24) {
         return Err(RecordError::Checksum);
     }
@@ -233,7 +260,11 @@ pub fn parse_record(segment: &[u8], offset: u64, segment_base: u64, salt: u64) -
         lsn: segment_base + offset,
         kind,
         flags,
-        payload: if kind == RecordKind::Pad { &[] } else { payload },
+        payload: if kind == RecordKind::Pad {
+            &[]
+        } else {
+            payload
+        },
         span_bytes: span,
     })
 }
@@ -281,10 +312,16 @@ impl SegmentHeader {
         if version != FORMAT_VERSION {
             return Err(HeaderError::Version(version));
         }
-        if u64::from(u32_at(bytes, 12)) != SEGMENT_HEADER_BYTES || bytes[40..60].iter().any(|&b| b != 0) {
+        if u64::from(u32_at(bytes, 12)) != SEGMENT_HEADER_BYTES
+            || bytes[40..60].iter().any(|&b| b != 0)
+        {
             return Err(HeaderError::Layout);
         }
-        Ok(Self { salt: u64_at(bytes, 16), base_lsn: u64_at(bytes, 24), segment_size_bytes: u64_at(bytes, 32) })
+        Ok(Self {
+            salt: u64_at(bytes, 16),
+            base_lsn: u64_at(bytes, 24),
+            segment_size_bytes: u64_at(bytes, 32),
+        })
     }
 }
 
@@ -359,7 +396,11 @@ impl Meta {
         if bytes[12..16].iter().chain(&bytes[40..60]).any(|&b| b != 0) {
             return Err(HeaderError::Layout);
         }
-        Ok(Self { salt: u64_at(bytes, 16), segment_size_bytes: u64_at(bytes, 24), start_lsn: u64_at(bytes, 32) })
+        Ok(Self {
+            salt: u64_at(bytes, 16),
+            segment_size_bytes: u64_at(bytes, 24),
+            start_lsn: u64_at(bytes, 32),
+        })
     }
 }
 
@@ -367,9 +408,21 @@ impl Meta {
 mod tests {
     use super::*;
 
-    fn segment_with(records: &[(RecordKind, u8, &[u8])], base: u64, salt: u64, size: usize) -> Vec<u8> {
+    fn segment_with(
+        records: &[(RecordKind, u8, &[u8])],
+        base: u64,
+        salt: u64,
+        size: usize,
+    ) -> Vec<u8> {
         let mut seg = vec![0u8; size];
-        seg[..64].copy_from_slice(&SegmentHeader { salt, base_lsn: base, segment_size_bytes: size as u64 }.encode());
+        seg[..64].copy_from_slice(
+            &SegmentHeader {
+                salt,
+                base_lsn: base,
+                segment_size_bytes: size as u64,
+            }
+            .encode(),
+        );
         let mut at = SEGMENT_HEADER_BYTES;
         for &(kind, flags, payload) in records {
             let h = encode_record_header(base + at, salt, kind, flags, payload);
@@ -385,17 +438,28 @@ mod tests {
     fn record_round_trips() {
         let seg = segment_with(&[(RecordKind::Data, 0, b"abc")], 4096, 7, 4096);
         let r = parse_record(&seg, 64, 4096, 7).unwrap();
-        assert_eq!((r.lsn, r.kind, r.flags, r.payload, r.span_bytes), (4160, RecordKind::Data, 0, &b"abc"[..], 40));
+        assert_eq!(
+            (r.lsn, r.kind, r.flags, r.payload, r.span_bytes),
+            (4160, RecordKind::Data, 0, &b"abc"[..], 40)
+        );
     }
 
     #[test]
     fn every_header_byte_is_protected() {
-        let seg = segment_with(&[(RecordKind::Commit, FLAG_GROUP_CONTINUES, b"payload!")], 0, 99, 4096);
+        let seg = segment_with(
+            &[(RecordKind::Commit, FLAG_GROUP_CONTINUES, b"payload!")],
+            0,
+            99,
+            4096,
+        );
         for byte in 64..64 + 32 + 8 {
             for bit in 0..8 {
                 let mut bad = seg.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(parse_record(&bad, 64, 0, 99).is_err(), "flip of byte {byte} bit {bit} validated");
+                assert!(
+                    parse_record(&bad, 64, 0, 99).is_err(),
+                    "flip of byte {byte} bit {bit} validated"
+                );
             }
         }
     }
@@ -403,13 +467,20 @@ mod tests {
     #[test]
     fn stale_lap_and_foreign_salt_never_validate() {
         let seg = segment_with(&[(RecordKind::Data, 0, b"x")], 0, 5, 4096);
-        assert_eq!(parse_record(&seg, 64, 4096 * 8, 5), Err(RecordError::LsnMismatch));
+        assert_eq!(
+            parse_record(&seg, 64, 4096 * 8, 5),
+            Err(RecordError::LsnMismatch)
+        );
         assert_eq!(parse_record(&seg, 64, 0, 6), Err(RecordError::SaltMismatch));
     }
 
     #[test]
     fn headers_round_trip_and_reject_damage() {
-        let h = SegmentHeader { salt: 1, base_lsn: 2 << 20, segment_size_bytes: 1 << 20 };
+        let h = SegmentHeader {
+            salt: 1,
+            base_lsn: 2 << 20,
+            segment_size_bytes: 1 << 20,
+        };
         let bytes = h.encode();
         assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
         for i in 0..bytes.len() {
@@ -417,7 +488,11 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(SegmentHeader::decode(&bad).is_err());
         }
-        let m = Meta { salt: 3, segment_size_bytes: 4096, start_lsn: 8192 };
+        let m = Meta {
+            salt: 3,
+            segment_size_bytes: 4096,
+            start_lsn: 8192,
+        };
         assert_eq!(Meta::decode(&m.encode()), Ok(m));
         assert_eq!(Meta::decode(&m.encode()[..63]), Err(HeaderError::Truncated));
     }

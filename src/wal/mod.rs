@@ -32,8 +32,8 @@ use parking_lot::{Mutex, RwLock};
 
 pub use format::RecordKind;
 use format::{
-    FLAG_GROUP_CONTINUES, Meta, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader, encode_pad_header,
-    encode_record_header, parse_record, record_span_bytes, span_of_word,
+    FLAG_GROUP_CONTINUES, Meta, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader,
+    encode_pad_header, encode_record_header, parse_record, record_span_bytes, span_of_word,
 };
 use reserve::Tail;
 use staging::Staging;
@@ -216,14 +216,23 @@ impl Segments {
             return Ok(seg);
         }
         let base = index * self.segment_size_bytes;
-        let header = SegmentHeader { salt: self.salt, base_lsn: base, segment_size_bytes: self.segment_size_bytes };
+        let header = SegmentHeader {
+            salt: self.salt,
+            base_lsn: base,
+            segment_size_bytes: self.segment_size_bytes,
+        };
         if let Some(id) = pool.ids.pop() {
             self.storage.recycle_segment(id, base, &header.encode())?;
-            self.counters.segments_recycled.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .segments_recycled
+                .fetch_add(1, Ordering::Relaxed);
         } else {
-            self.storage.create_segment(base, self.segment_size_bytes, &header.encode())?;
+            self.storage
+                .create_segment(base, self.segment_size_bytes, &header.encode())?;
         }
-        self.counters.segments_prepared.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .segments_prepared
+            .fetch_add(1, Ordering::Relaxed);
         let seg = self.storage.open_segment(base)?;
         self.live.write().insert(index, Arc::clone(&seg));
         Ok(seg)
@@ -289,7 +298,10 @@ impl Wal {
     ///
     /// # Errors
     /// As [`Wal::open`].
-    pub fn open_with_storage(storage: Arc<dyn LogStorage>, options: WalOptions) -> Result<(Self, RecoveryReport)> {
+    pub fn open_with_storage(
+        storage: Arc<dyn LogStorage>,
+        options: WalOptions,
+    ) -> Result<(Self, RecoveryReport)> {
         let started = Instant::now();
         validate_options(&options)?;
         let (meta, created) = match storage.read_meta()? {
@@ -300,7 +312,11 @@ impl Wal {
                         found,
                         expected: format::FORMAT_VERSION,
                     },
-                    e => Error::Corruption { file: "meta".into(), offset: 0, reason: e.to_string() },
+                    e => Error::Corruption {
+                        file: "meta".into(),
+                        offset: 0,
+                        reason: e.to_string(),
+                    },
                 })?;
                 let size = meta.segment_size_bytes;
                 if !(MIN_SEGMENT_BYTES..=reserve::MAX_SEGMENT_BYTES).contains(&size)
@@ -310,14 +326,19 @@ impl Wal {
                     return Err(Error::Corruption {
                         file: "meta".into(),
                         offset: 0,
-                        reason: format!("segment size {size} or start LSN {} out of range", meta.start_lsn),
+                        reason: format!(
+                            "segment size {size} or start LSN {} out of range",
+                            meta.start_lsn
+                        ),
                     });
                 }
                 (meta, false)
             }
             None => {
                 let mut salt_bytes = [0u8; 8];
-                getrandom::fill(&mut salt_bytes).map_err(|e| Error::io("getrandom", "salt", std::io::Error::other(e.to_string())))?;
+                getrandom::fill(&mut salt_bytes).map_err(|e| {
+                    Error::io("getrandom", "salt", std::io::Error::other(e.to_string()))
+                })?;
                 let meta = Meta {
                     salt: u64::from_le_bytes(salt_bytes),
                     segment_size_bytes: options.segment_size_bytes,
@@ -353,7 +374,11 @@ impl Wal {
             }
             files.push(file);
         }
-        let views: Vec<(u64, &[u8])> = live_bases.iter().zip(&files).map(|(&b, f)| (b, f.slice(0, size))).collect();
+        let views: Vec<(u64, &[u8])> = live_bases
+            .iter()
+            .zip(&files)
+            .map(|(&b, f)| (b, f.slice(0, size)))
+            .collect();
         let total = views.len();
         let progress = options.progress.clone();
         let plan = scan::plan_recovery(
@@ -364,7 +389,10 @@ impl Wal {
             options.recovery == RecoveryMode::Salvage,
             |i| {
                 if let Some(p) = &progress {
-                    p(RecoveryProgress { segments_done: i + 1, segments_total: total });
+                    p(RecoveryProgress {
+                        segments_done: i + 1,
+                        segments_total: total,
+                    });
                 }
             },
         )
@@ -382,8 +410,10 @@ impl Wal {
         for &(index, from, to) in &plan.zero_ranges {
             let file = &files[index];
             let zeros = vec![0u8; usize::try_from(to - from).expect("range fits usize")];
-            file.write_at(from, &zeros).map_err(|e| Error::io("zero torn tail", file.describe(), e))?;
-            file.sync().map_err(|e| Error::io("fdatasync", file.describe(), e))?;
+            file.write_at(from, &zeros)
+                .map_err(|e| Error::io("zero torn tail", file.describe(), e))?;
+            file.sync()
+                .map_err(|e| Error::io("fdatasync", file.describe(), e))?;
         }
         if let Some(from) = plan.drop_segments_from {
             for &base in &live_bases[from..] {
@@ -392,8 +422,11 @@ impl Wal {
             files.truncate(from);
             live_bases.truncate(from);
         }
-        let live: BTreeMap<u64, Arc<dyn SegmentFile>> =
-            live_bases.iter().zip(files).map(|(&base, f)| (base / size, f)).collect();
+        let live: BTreeMap<u64, Arc<dyn SegmentFile>> = live_bases
+            .iter()
+            .zip(files)
+            .map(|(&base, f)| (base / size, f))
+            .collect();
 
         let staging_bytes = options.staging_buffer_bytes;
         let max_group_bytes = staging_bytes.min(size - SEGMENT_HEADER_BYTES);
@@ -403,7 +436,10 @@ impl Wal {
             salt: meta.salt,
             segment_size_bytes: size,
             live: RwLock::new(live),
-            free: Mutex::new(FreePool { ids: free_ids, next_id: next_free_id }),
+            free: Mutex::new(FreePool {
+                ids: free_ids,
+                next_id: next_free_id,
+            }),
             counters: Arc::clone(&counters),
         });
         let (prepare_tx, prepare_rx) = crossbeam_channel::unbounded::<u64>();
@@ -448,7 +484,12 @@ impl Wal {
             groups: plan.groups,
             segments: total,
             discarded_records: plan.discarded_records,
-            salvaged: plan.salvaged.map(|c| format!("segment {} offset {}: {}", c.segment_index, c.offset, c.reason)),
+            salvaged: plan.salvaged.map(|c| {
+                format!(
+                    "segment {} offset {}: {}",
+                    c.segment_index, c.offset, c.reason
+                )
+            }),
             created,
             duration: started.elapsed(),
         };
@@ -467,21 +508,33 @@ impl Wal {
     ///
     /// # Errors
     /// As [`Wal::append`]; an empty group or a PAD record is [`Error::InvalidOptions`].
-    pub fn append_group(&self, records: &[(RecordKind, &[u8])], durability: Durability) -> Result<AppendedGroup> {
+    pub fn append_group(
+        &self,
+        records: &[(RecordKind, &[u8])],
+        durability: Durability,
+    ) -> Result<AppendedGroup> {
         self.check_poison()?;
         if records.is_empty() || records.iter().any(|(k, _)| *k == RecordKind::Pad) {
-            return Err(Error::InvalidOptions("a group needs at least one record and no PAD records".into()));
+            return Err(Error::InvalidOptions(
+                "a group needs at least one record and no PAD records".into(),
+            ));
         }
         let mut total = 0u64;
         for (_, payload) in records {
             let len = payload.len() as u64;
             if len > u64::from(u32::MAX) {
-                return Err(Error::RecordTooLarge { len_bytes: len, max_bytes: self.max_group_bytes });
+                return Err(Error::RecordTooLarge {
+                    len_bytes: len,
+                    max_bytes: self.max_group_bytes,
+                });
             }
             total = total.saturating_add(record_span_bytes(len));
         }
         if total > self.max_group_bytes {
-            return Err(Error::RecordTooLarge { len_bytes: total, max_bytes: self.max_group_bytes });
+            return Err(Error::RecordTooLarge {
+                len_bytes: total,
+                max_bytes: self.max_group_bytes,
+            });
         }
         let reservation = self.tail.reserve(total).map_err(|_| {
             self.poison(&Error::LsnExhausted);
@@ -493,7 +546,10 @@ impl Wal {
                 let header = encode_pad_header(lsn, self.salt, len);
                 // SAFETY: the roller owns [lsn, lsn + len) (reserve) and waited for ring space.
                 unsafe { self.staging.write(lsn + 8, &header[8..]) };
-                self.staging.publish(lsn, u64::from_le_bytes(header[0..8].try_into().expect("8 bytes")));
+                self.staging.publish(
+                    lsn,
+                    u64::from_le_bytes(header[0..8].try_into().expect("8 bytes")),
+                );
             }
             // Start preparing the segment after the one we just opened.
             self.request_prepare(reservation.lsn / self.segment_size_bytes + 1);
@@ -503,7 +559,11 @@ impl Wal {
         let mut at = lsn;
         let mut first_word = 0;
         for (i, (kind, payload)) in records.iter().enumerate() {
-            let flags = if i + 1 < records.len() { FLAG_GROUP_CONTINUES } else { 0 };
+            let flags = if i + 1 < records.len() {
+                FLAG_GROUP_CONTINUES
+            } else {
+                0
+            };
             let header = encode_record_header(at, self.salt, *kind, flags, payload);
             // SAFETY: this writer owns [lsn, lsn + total) (reserve) and waited for ring space.
             unsafe {
@@ -523,8 +583,12 @@ impl Wal {
         debug_assert_eq!(at, lsn + total);
         self.staging.publish(lsn, first_word);
         self.counters.appends.fetch_add(1, Ordering::Relaxed);
-        self.counters.records.fetch_add(records.len() as u64, Ordering::Relaxed);
-        self.counters.bytes_appended.fetch_add(total, Ordering::Relaxed);
+        self.counters
+            .records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.counters
+            .bytes_appended
+            .fetch_add(total, Ordering::Relaxed);
         let end_lsn = lsn + total;
         match durability {
             Durability::None => {}
@@ -535,7 +599,10 @@ impl Wal {
                 self.sync_to(end_lsn)?;
             }
         }
-        Ok(AppendedGroup { first_lsn: lsn, end_lsn })
+        Ok(AppendedGroup {
+            first_lsn: lsn,
+            end_lsn,
+        })
     }
 
     /// Hands everything appended so far to the OS (like [`Durability::Os`] for all earlier appends).
@@ -574,8 +641,15 @@ impl Wal {
             return Ok(old_start);
         }
         let new_start = limit * size;
-        let meta = Meta { salt: self.salt, segment_size_bytes: size, start_lsn: new_start };
-        self.segments.storage.write_meta(&meta.encode()).inspect_err(|e| self.poison(e))?;
+        let meta = Meta {
+            salt: self.salt,
+            segment_size_bytes: size,
+            start_lsn: new_start,
+        };
+        self.segments
+            .storage
+            .write_meta(&meta.encode())
+            .inspect_err(|e| self.poison(e))?;
         self.start_lsn.store(new_start, Ordering::Release);
         let removed: Vec<(u64, Arc<dyn SegmentFile>)> = {
             let mut live = self.segments.live.write();
@@ -593,7 +667,9 @@ impl Wal {
                 self.segments.storage.retire_segment(base, id)?;
                 pool.ids.push(id);
             } else {
-                self.segments.storage.remove_segment(SegmentName::Live(base))?;
+                self.segments
+                    .storage
+                    .remove_segment(SegmentName::Live(base))?;
             }
         }
         Ok(new_start)
@@ -608,10 +684,16 @@ impl Wal {
         self.flush()?;
         let limit = self.written_lsn();
         if lsn < self.start_lsn() {
-            return Err(Error::InvalidLsn { lsn, reason: "before the start of the log (truncated)" });
+            return Err(Error::InvalidLsn {
+                lsn,
+                reason: "before the start of the log (truncated)",
+            });
         }
         if lsn > limit {
-            return Err(Error::InvalidLsn { lsn, reason: "past the end of the log" });
+            return Err(Error::InvalidLsn {
+                lsn,
+                reason: "past the end of the log",
+            });
         }
         Ok(WalIter {
             segments: Arc::clone(&self.segments),
@@ -785,13 +867,17 @@ impl Wal {
                 let mut at = offset;
                 // SAFETY: [data_start, piece_end) is complete and unwritten; we hold the flush lock.
                 unsafe {
-                    self.staging.read(data_start, piece_end - data_start, |bytes| {
-                        file.write_at(at, bytes).map_err(|e| Error::io("pwrite", file.describe(), e))?;
-                        at += bytes.len() as u64;
-                        self.counters.writes.fetch_add(1, Ordering::Relaxed);
-                        self.counters.bytes_written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                        Ok::<(), Error>(())
-                    })?;
+                    self.staging
+                        .read(data_start, piece_end - data_start, |bytes| {
+                            file.write_at(at, bytes)
+                                .map_err(|e| Error::io("pwrite", file.describe(), e))?;
+                            at += bytes.len() as u64;
+                            self.counters.writes.fetch_add(1, Ordering::Relaxed);
+                            self.counters
+                                .bytes_written
+                                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                            Ok::<(), Error>(())
+                        })?;
                 }
             }
             pos = piece_end;
@@ -801,7 +887,11 @@ impl Wal {
 
     /// The segment to write `index` into. Before the first write into a new segment, the previous one is synced
     /// whole: recovery relies on "data in segment N+1 implies segment N is durable".
-    fn segment_for_write(&self, state: &mut FlushState, index: u64) -> Result<Arc<dyn SegmentFile>> {
+    fn segment_for_write(
+        &self,
+        state: &mut FlushState,
+        index: u64,
+    ) -> Result<Arc<dyn SegmentFile>> {
         if let Some((current, file)) = &state.current
             && *current == index
         {
@@ -810,9 +900,11 @@ impl Wal {
         if let Some((previous, file)) = state.current.take() {
             debug_assert!(previous < index);
             let _sync = self.sync_lock.lock();
-            file.sync().map_err(|e| Error::io("fdatasync", file.describe(), e))?;
+            file.sync()
+                .map_err(|e| Error::io("fdatasync", file.describe(), e))?;
             self.counters.syncs.fetch_add(1, Ordering::Relaxed);
-            self.durable_lsn.fetch_max((previous + 1) * self.segment_size_bytes, Ordering::AcqRel);
+            self.durable_lsn
+                .fetch_max((previous + 1) * self.segment_size_bytes, Ordering::AcqRel);
         }
         let file = self.segments.get_or_prepare(index)?;
         self.request_prepare(index + 1);
@@ -833,7 +925,9 @@ impl Wal {
             debug_assert!(target >= end);
             let size = self.segment_size_bytes;
             for index in durable / size..=(target - 1) / size {
-                let Some(file) = self.segments.get(index) else { continue };
+                let Some(file) = self.segments.get(index) else {
+                    continue;
+                };
                 if let Err(e) = file.sync() {
                     let error = Error::io("fdatasync", file.describe(), e);
                     self.poison(&error);
@@ -863,14 +957,15 @@ impl Drop for Wal {
 
 fn validate_options(options: &WalOptions) -> Result<()> {
     let size = options.segment_size_bytes;
-    if !(MIN_SEGMENT_BYTES..=reserve::MAX_SEGMENT_BYTES).contains(&size) || !size.is_power_of_two() {
+    if !(MIN_SEGMENT_BYTES..=reserve::MAX_SEGMENT_BYTES).contains(&size) || !size.is_power_of_two()
+    {
         return Err(Error::InvalidOptions(format!(
             "segment_size_bytes must be a power of two from {MIN_SEGMENT_BYTES} to {}, got {size}",
             reserve::MAX_SEGMENT_BYTES
         )));
     }
     let staging = options.staging_buffer_bytes;
-    if staging < MIN_STAGING_BYTES || staging % 8 != 0 || staging > (1 << 32) {
+    if staging < MIN_STAGING_BYTES || !staging.is_multiple_of(8) || staging > (1 << 32) {
         return Err(Error::InvalidOptions(format!(
             "staging_buffer_bytes must be a multiple of 8 from {MIN_STAGING_BYTES} to 4 GiB, got {staging}"
         )));
@@ -974,7 +1069,10 @@ impl Iterator for WalIter {
                     }
                     None => {
                         self.pos = self.limit;
-                        return Some(Err(Error::InvalidLsn { lsn: index * self.size, reason: "segment was truncated" }));
+                        return Some(Err(Error::InvalidLsn {
+                            lsn: index * self.size,
+                            reason: "segment was truncated",
+                        }));
                     }
                 },
             };
@@ -1001,9 +1099,16 @@ impl Iterator for WalIter {
                     let lsn = self.pos;
                     self.pos = self.limit;
                     if self.first {
-                        return Some(Err(Error::InvalidLsn { lsn, reason: "no record starts here" }));
+                        return Some(Err(Error::InvalidLsn {
+                            lsn,
+                            reason: "no record starts here",
+                        }));
                     }
-                    return Some(Err(Error::Corruption { file: file.describe(), offset, reason: e.to_string() }));
+                    return Some(Err(Error::Corruption {
+                        file: file.describe(),
+                        offset,
+                        reason: e.to_string(),
+                    }));
                 }
             }
         }

@@ -72,10 +72,19 @@ impl Tail {
     /// A tail whose next reservation starts at `lsn`, which must not be inside a segment header.
     #[must_use]
     pub fn new(lsn: u64, segment_size_bytes: u64, segment_header_bytes: u64) -> Self {
-        assert!(segment_size_bytes <= MAX_SEGMENT_BYTES && segment_header_bytes < segment_size_bytes);
+        assert!(
+            segment_size_bytes <= MAX_SEGMENT_BYTES && segment_header_bytes < segment_size_bytes
+        );
         let (segment, offset) = (lsn / segment_size_bytes, lsn % segment_size_bytes);
-        assert!(offset >= segment_header_bytes, "tail inside a segment header");
-        Self { packed: AtomicU64::new(pack(segment, offset)), segment_size_bytes, segment_header_bytes }
+        assert!(
+            offset >= segment_header_bytes,
+            "tail inside a segment header"
+        );
+        Self {
+            packed: AtomicU64::new(pack(segment, offset)),
+            segment_size_bytes,
+            segment_header_bytes,
+        }
     }
 
     /// Reserves `len` bytes (`len <= segment size - header`). Lock-free except while another thread rolls.
@@ -88,7 +97,10 @@ impl Tail {
         loop {
             let (segment, offset) = unpack(self.packed.fetch_add(len, Ordering::AcqRel));
             if offset + len <= size {
-                return Ok(Reservation { lsn: segment * size + offset, seal: None });
+                return Ok(Reservation {
+                    lsn: segment * size + offset,
+                    seal: None,
+                });
             }
             if offset <= size {
                 // The roller: seal [offset, size) and open the next segment with our record first in it.
@@ -98,7 +110,10 @@ impl Tail {
                     return Err(Exhausted);
                 }
                 // `swap`, not `store`: publishing over concurrent `fetch_add`s (see loom#254).
-                self.packed.swap(pack(next, self.segment_header_bytes + len), Ordering::AcqRel);
+                self.packed.swap(
+                    pack(next, self.segment_header_bytes + len),
+                    Ordering::AcqRel,
+                );
                 return Ok(Reservation {
                     lsn: next * size + self.segment_header_bytes,
                     seal: Some((segment * size + offset, size - offset)),

@@ -13,8 +13,8 @@
 //!   is only written after segment N is fully synced): that is corruption, unless salvage was asked for.
 
 use super::format::{
-    FLAG_GROUP_CONTINUES, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RecordError, RecordKind, SEGMENT_HEADER_BYTES,
-    SegmentHeader, align_up, parse_record,
+    FLAG_GROUP_CONTINUES, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES, RecordError, RecordKind,
+    SEGMENT_HEADER_BYTES, SegmentHeader, align_up, parse_record,
 };
 
 /// How a segment's scan ended.
@@ -48,19 +48,30 @@ pub struct SegmentScan {
 pub fn scan_segment(segment: &[u8], base_lsn: u64, salt: u64) -> SegmentScan {
     let len = segment.len() as u64;
     let mut pos = SEGMENT_HEADER_BYTES;
-    let mut scan = SegmentScan { valid_end: pos, records: 0, groups: 0, end: ScanEnd::Sealed };
+    let mut scan = SegmentScan {
+        valid_end: pos,
+        records: 0,
+        groups: 0,
+        end: ScanEnd::Sealed,
+    };
     let mut group_records = 0u64;
     loop {
         if len.saturating_sub(pos) < RECORD_HEADER_BYTES {
             if group_records > 0 {
-                scan.end = ScanEnd::Open { offset: pos, error: RecordError::Truncated };
+                scan.end = ScanEnd::Open {
+                    offset: pos,
+                    error: RecordError::Truncated,
+                };
             }
             return scan;
         }
         match parse_record(segment, pos, base_lsn, salt) {
             Ok(rec) if rec.kind == RecordKind::Pad => {
                 if group_records > 0 {
-                    scan.end = ScanEnd::Open { offset: pos, error: RecordError::BadPad };
+                    scan.end = ScanEnd::Open {
+                        offset: pos,
+                        error: RecordError::BadPad,
+                    };
                 }
                 return scan;
             }
@@ -87,7 +98,12 @@ pub fn scan_segment(segment: &[u8], base_lsn: u64, salt: u64) -> SegmentScan {
 /// Used to find leftovers beyond the end of the log. Cheap: a candidate must first have its LSN field equal to its
 /// position before any CRC is computed.
 #[must_use]
-pub fn find_valid_records(segment: &[u8], from: u64, base_lsn: u64, salt: u64) -> Option<(u64, u64, u64)> {
+pub fn find_valid_records(
+    segment: &[u8],
+    from: u64,
+    base_lsn: u64,
+    salt: u64,
+) -> Option<(u64, u64, u64)> {
     let len = segment.len() as u64;
     let mut q = align_up(from.max(SEGMENT_HEADER_BYTES));
     let mut found: Option<(u64, u64, u64)> = None;
@@ -152,20 +168,30 @@ pub fn plan_recovery(
     salvage: bool,
     mut progress: impl FnMut(usize),
 ) -> Result<RecoveryPlan, Corruption> {
-    let mut plan = RecoveryPlan { end_lsn: start_lsn + SEGMENT_HEADER_BYTES, ..RecoveryPlan::default() };
+    let mut plan = RecoveryPlan {
+        end_lsn: start_lsn + SEGMENT_HEADER_BYTES,
+        ..RecoveryPlan::default()
+    };
     // (segment index, offset) where the log ended, once found.
     let mut end: Option<(usize, u64)> = None;
     for (index, &(base, bytes)) in segments.iter().enumerate() {
         let expected_base = start_lsn.checked_add(segment_size_bytes.saturating_mul(index as u64));
         let problem = if Some(base) != expected_base {
-            Some(format!("segment with base LSN {base} where {expected_base:?} was expected (a segment is missing)"))
+            Some(format!(
+                "segment with base LSN {base} where {expected_base:?} was expected (a segment is missing)"
+            ))
         } else if bytes.len() as u64 != segment_size_bytes {
-            Some(format!("segment is {} bytes, expected {segment_size_bytes}", bytes.len()))
+            Some(format!(
+                "segment is {} bytes, expected {segment_size_bytes}",
+                bytes.len()
+            ))
         } else {
             match SegmentHeader::decode(bytes) {
                 Err(e) => Some(format!("segment header: {e}")),
                 Ok(h) if h.salt != salt => Some("segment header salt is not this log's".to_owned()),
-                Ok(h) if h.base_lsn != base => Some(format!("segment header says base LSN {}", h.base_lsn)),
+                Ok(h) if h.base_lsn != base => {
+                    Some(format!("segment header says base LSN {}", h.base_lsn))
+                }
                 Ok(h) if h.segment_size_bytes != segment_size_bytes => {
                     Some(format!("segment header says size {}", h.segment_size_bytes))
                 }
@@ -173,7 +199,11 @@ pub fn plan_recovery(
             }
         };
         if let Some(reason) = problem {
-            let corruption = Corruption { segment_index: index, offset: 0, reason };
+            let corruption = Corruption {
+                segment_index: index,
+                offset: 0,
+                reason,
+            };
             if !salvage {
                 return Err(corruption);
             }
@@ -186,7 +216,9 @@ pub fn plan_recovery(
             return Ok(plan);
         }
         if let Some((end_index, end_offset)) = end {
-            if let Some((count, first, last_end)) = find_valid_records(bytes, SEGMENT_HEADER_BYTES, base, salt) {
+            if let Some((count, first, last_end)) =
+                find_valid_records(bytes, SEGMENT_HEADER_BYTES, base, salt)
+            {
                 let corruption = Corruption {
                     segment_index: end_index,
                     offset: end_offset,
@@ -212,7 +244,9 @@ pub fn plan_recovery(
             ScanEnd::Open { .. } => {
                 plan.end_lsn = base + scan.valid_end;
                 end = Some((index, scan.valid_end));
-                if let Some((count, _, last_end)) = find_valid_records(bytes, scan.valid_end, base, salt) {
+                if let Some((count, _, last_end)) =
+                    find_valid_records(bytes, scan.valid_end, base, salt)
+                {
                     plan.zero_ranges.push((index, scan.valid_end, last_end));
                     plan.discarded_records += count;
                 }
@@ -232,7 +266,14 @@ mod tests {
 
     fn seg(base: u64, salt: u64) -> Vec<u8> {
         let mut s = vec![0u8; S as usize];
-        s[..64].copy_from_slice(&SegmentHeader { salt, base_lsn: base, segment_size_bytes: S }.encode());
+        s[..64].copy_from_slice(
+            &SegmentHeader {
+                salt,
+                base_lsn: base,
+                segment_size_bytes: S,
+            }
+            .encode(),
+        );
         s
     }
 
@@ -251,7 +292,10 @@ mod tests {
         let group_start = at;
         put(&mut s, 0, at, RecordKind::Data, FLAG_GROUP_CONTINUES, b"b");
         let plan = plan_recovery(&[(0, &s)], 1, S, 0, false, |_| {}).unwrap();
-        assert_eq!((plan.records, plan.groups, plan.end_lsn), (1, 1, group_start));
+        assert_eq!(
+            (plan.records, plan.groups, plan.end_lsn),
+            (1, 1, group_start)
+        );
         assert_eq!(plan.zero_ranges, vec![(0, group_start, group_start + 40)]);
     }
 
@@ -266,7 +310,10 @@ mod tests {
         let err = plan_recovery(&[(0, &a), (S, &b)], 1, S, 0, false, |_| {}).unwrap_err();
         assert_eq!((err.segment_index, err.offset), (0, at));
         let plan = plan_recovery(&[(0, &a), (S, &b)], 1, S, 0, true, |_| {}).unwrap();
-        assert_eq!((plan.records, plan.end_lsn, plan.discarded_records), (1, at, 1));
+        assert_eq!(
+            (plan.records, plan.end_lsn, plan.discarded_records),
+            (1, at, 1)
+        );
         assert!(plan.salvaged.is_some());
     }
 
@@ -288,4 +335,52 @@ mod tests {
         let err = plan_recovery(&[(0, &a), (2 * S, &c)], 1, S, 0, false, |_| {}).unwrap_err();
         assert_eq!(err.segment_index, 1);
     }
+}
+
+/// Fuzzing entry point (the `wal_recovery` target, and the corpus replay in `cargo test`): reads `data` as a log
+/// and runs recovery over it, checking the plan's invariants. Must never panic for any input.
+///
+/// Layout: byte 0 chooses the segment size (512 << (byte % 4)), byte 1 bit 0 chooses salvage; the rest is cut into
+/// segments. The salt and start LSN are taken from the first segment's header bytes, so that inputs derived from
+/// real logs reach deep into the parser.
+#[must_use]
+pub fn fuzz_recovery(data: &[u8]) -> Option<RecoveryPlan> {
+    let (&size_byte, rest) = data.split_first()?;
+    let (&mode, body) = rest.split_first()?;
+    let size = 512u64 << (size_byte % 4);
+    let chunks: Vec<&[u8]> = body.chunks(usize::try_from(size).ok()?).collect();
+    let first = chunks.first()?;
+    let read_u64 = |at: usize| {
+        first
+            .get(at..at + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    let salt = read_u64(16);
+    let start_lsn = (read_u64(24) % (1 << 40)) / size * size;
+    let segments: Vec<(u64, &[u8])> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (start_lsn + size * i as u64, *c))
+        .collect();
+    let mut progressed = 0;
+    let result = plan_recovery(&segments, salt, size, start_lsn, mode & 1 == 1, |i| {
+        progressed = i + 1
+    });
+    let plan = result.ok()?;
+    assert!(
+        plan.end_lsn >= start_lsn + SEGMENT_HEADER_BYTES,
+        "end before start"
+    );
+    assert!(
+        plan.end_lsn <= start_lsn + size * (segments.len() as u64 + 1),
+        "end past the segments"
+    );
+    assert!(progressed <= segments.len());
+    for &(index, from, to) in &plan.zero_ranges {
+        assert!(
+            index < segments.len() && from <= to && to <= segments[index].1.len() as u64,
+            "zero range out of bounds"
+        );
+    }
+    Some(plan)
 }

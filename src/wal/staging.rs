@@ -23,9 +23,12 @@ impl Staging {
     /// A zeroed ring of `capacity_bytes` (a multiple of 8).
     #[must_use]
     pub fn new(capacity_bytes: u64) -> Self {
-        assert!(capacity_bytes > 0 && capacity_bytes % 8 == 0);
+        assert!(capacity_bytes > 0 && capacity_bytes.is_multiple_of(8));
         let words = (0..capacity_bytes / 8).map(|_| AtomicU64::new(0)).collect();
-        Self { words, capacity_bytes }
+        Self {
+            words,
+            capacity_bytes,
+        }
     }
 
     /// The ring's size.
@@ -44,7 +47,10 @@ impl Staging {
         let start = lsn % self.capacity_bytes;
         let first = len.min(self.capacity_bytes - start);
         #[allow(clippy::cast_possible_truncation)]
-        [(start as usize, first as usize), (0, (len - first) as usize)]
+        [
+            (start as usize, first as usize),
+            (0, (len - first) as usize),
+        ]
     }
 
     /// Copies `bytes` into the ring at `lsn`.
@@ -55,14 +61,16 @@ impl Staging {
         let mut from = 0;
         for (at, n) in self.pieces(lsn, bytes.len() as u64) {
             // SAFETY: `at + n <= capacity` (pieces), and the caller guarantees nobody else accesses this range.
-            unsafe { std::ptr::copy_nonoverlapping(bytes[from..].as_ptr(), self.base().add(at), n) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes[from..].as_ptr(), self.base().add(at), n)
+            };
             from += n;
         }
     }
 
     /// Publishes a record by storing its header word (which must be non-zero) at `lsn`, with `Release`.
     pub fn publish(&self, lsn: u64, word: u64) {
-        debug_assert!(word != 0 && lsn % 8 == 0);
+        debug_assert!(word != 0 && lsn.is_multiple_of(8));
         self.word(lsn).store(word.to_le(), Ordering::Release);
     }
 
@@ -81,7 +89,12 @@ impl Staging {
     ///
     /// # Safety
     /// The range is complete (below the completion watermark) and the caller holds the flush lock.
-    pub unsafe fn read<E>(&self, lsn: u64, len: u64, mut sink: impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    pub unsafe fn read<E>(
+        &self,
+        lsn: u64,
+        len: u64,
+        mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         for (at, n) in self.pieces(lsn, len) {
             if n > 0 {
                 // SAFETY: in bounds; no writer touches a complete, unflushed range (module invariants).

@@ -110,10 +110,13 @@ impl FileStorage {
             Err(fs::TryLockError::Error(e)) => return Err(Error::io("flock", &lock_path, e)),
         }
         let storage = Self { dir, _lock: lock };
-        for entry in fs::read_dir(&storage.dir).map_err(|e| Error::io("read directory", &storage.dir, e))? {
+        for entry in
+            fs::read_dir(&storage.dir).map_err(|e| Error::io("read directory", &storage.dir, e))?
+        {
             let entry = entry.map_err(|e| Error::io("read directory", &storage.dir, e))?;
             if entry.file_name().to_string_lossy().ends_with(".tmp") {
-                fs::remove_file(entry.path()).map_err(|e| Error::io("remove temporary file", entry.path(), e))?;
+                fs::remove_file(entry.path())
+                    .map_err(|e| Error::io("remove temporary file", entry.path(), e))?;
             }
         }
         Ok(storage)
@@ -130,7 +133,9 @@ impl FileStorage {
     }
 
     fn sync_dir(&self) -> Result<()> {
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", &self.dir, e))
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io("fsync directory", &self.dir, e))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<()> {
@@ -152,7 +157,9 @@ fn parse_file_name(name: &str) -> Option<SegmentName> {
         Some(hex) => (hex, SegmentName::Free),
         None => (stem, SegmentName::Live),
     };
-    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok().map(make)).flatten()
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok().map(make))
+        .flatten()
 }
 
 impl LogStorage for FileStorage {
@@ -168,14 +175,17 @@ impl LogStorage for FileStorage {
     fn write_meta(&self, bytes: &[u8]) -> Result<()> {
         let tmp = self.dir.join("meta.tmp");
         let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        file.write_all_at(bytes, 0).map_err(|e| Error::io("write", &tmp, e))?;
+        file.write_all_at(bytes, 0)
+            .map_err(|e| Error::io("write", &tmp, e))?;
         file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
         self.rename(&tmp, &self.dir.join(META_FILE))
     }
 
     fn list_segments(&self) -> Result<Vec<SegmentName>> {
         let mut names = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(|e| Error::io("read directory", &self.dir, e))? {
+        for entry in
+            fs::read_dir(&self.dir).map_err(|e| Error::io("read directory", &self.dir, e))?
+        {
             let entry = entry.map_err(|e| Error::io("read directory", &self.dir, e))?;
             if let Some(name) = entry.file_name().to_str().and_then(parse_file_name) {
                 names.push(name);
@@ -196,11 +206,14 @@ impl LogStorage for FileStorage {
             while at < size_bytes {
                 let n = (size_bytes - at).min(ZERO_CHUNK_BYTES as u64);
                 #[allow(clippy::cast_possible_truncation)]
-                file.write_all_at(&zeros[..n as usize], at).map_err(|e| Error::io("preallocate", &tmp, e))?;
+                file.write_all_at(&zeros[..n as usize], at)
+                    .map_err(|e| Error::io("preallocate", &tmp, e))?;
                 at += n;
             }
-            file.write_all_at(header, 0).map_err(|e| Error::io("write header", &tmp, e))?;
-            file.sync_data().map_err(|e| Error::io("fdatasync", &tmp, e))?;
+            file.write_all_at(header, 0)
+                .map_err(|e| Error::io("write header", &tmp, e))?;
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", &tmp, e))?;
             self.rename(&tmp, &self.path(SegmentName::Live(base_lsn)))
         })();
         if result.is_err() {
@@ -211,14 +224,22 @@ impl LogStorage for FileStorage {
 
     fn recycle_segment(&self, free_id: u64, base_lsn: u64, header: &[u8]) -> Result<()> {
         let free = self.path(SegmentName::Free(free_id));
-        let file = OpenOptions::new().write(true).open(&free).map_err(|e| Error::io("open", &free, e))?;
-        file.write_all_at(header, 0).map_err(|e| Error::io("write header", &free, e))?;
-        file.sync_data().map_err(|e| Error::io("fdatasync", &free, e))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&free)
+            .map_err(|e| Error::io("open", &free, e))?;
+        file.write_all_at(header, 0)
+            .map_err(|e| Error::io("write header", &free, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", &free, e))?;
         self.rename(&free, &self.path(SegmentName::Live(base_lsn)))
     }
 
     fn retire_segment(&self, base_lsn: u64, free_id: u64) -> Result<()> {
-        self.rename(&self.path(SegmentName::Live(base_lsn)), &self.path(SegmentName::Free(free_id)))
+        self.rename(
+            &self.path(SegmentName::Live(base_lsn)),
+            &self.path(SegmentName::Free(free_id)),
+        )
     }
 
     fn remove_segment(&self, name: SegmentName) -> Result<()> {
@@ -229,17 +250,28 @@ impl LogStorage for FileStorage {
 
     fn open_segment(&self, base_lsn: u64) -> Result<Arc<dyn SegmentFile>> {
         let path = self.path(SegmentName::Live(base_lsn));
-        let file =
-            OpenOptions::new().read(true).write(true).open(&path).map_err(|e| Error::io("open segment", &path, e))?;
-        let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", &path, e))?
+            .len();
         if len == 0 {
-            return Err(Error::Corruption { file: path.display().to_string(), offset: 0, reason: "empty".into() });
+            return Err(Error::Corruption {
+                file: path.display().to_string(),
+                offset: 0,
+                reason: "empty".into(),
+            });
         }
         // SAFETY: the mapping is read-only and the directory is flock'ed, so only this log writes the file, and it
         // does so with pwrite to ranges nobody holds a view of (module invariant). Segment files are never
         // truncated while mapped (they have a fixed size and are only renamed or unlinked), so no access can fault
         // past the end of the file.
-        let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(|e| Error::io("mmap", &path, e))?;
+        let map = unsafe { memmap2::MmapOptions::new().map(&file) }
+            .map_err(|e| Error::io("mmap", &path, e))?;
         Ok(Arc::new(FileSegment { file, map, path }))
     }
 
@@ -281,8 +313,13 @@ impl SegmentFile for FileSegment {
 
 fn checked_range(offset: u64, len: u64, size: usize) -> (usize, usize) {
     let start = usize::try_from(offset).expect("offset fits usize");
-    let end = start.checked_add(usize::try_from(len).expect("len fits usize")).expect("range overflows");
-    assert!(end <= size, "range {start}..{end} outside segment of {size} bytes");
+    let end = start
+        .checked_add(usize::try_from(len).expect("len fits usize"))
+        .expect("range overflows");
+    assert!(
+        end <= size,
+        "range {start}..{end} outside segment of {size} bytes"
+    );
     (start, end)
 }
 
@@ -320,7 +357,7 @@ struct MemSegment {
     ptr: *mut u8,
     len: usize,
     // Only for simulated storage: the durable image and the writes since the last sync.
-    durable: Mutex<(Vec<u8>, Vec<(u64, Vec<u8>)>)>,
+    durable: Mutex<SimImage>,
     simulate: bool,
     state: std::sync::Weak<Mutex<MemState>>,
 }
@@ -330,6 +367,9 @@ unsafe impl Send for MemSegment {}
 // SAFETY: as above; all other fields are Sync.
 unsafe impl Sync for MemSegment {}
 
+/// A simulated segment's durable bytes and the `(offset, bytes)` writes since its last sync.
+type SimImage = (Vec<u8>, Vec<(u64, Vec<u8>)>);
+
 /// Sector size at which simulated power loss tears writes.
 pub const SECTOR_BYTES: usize = 512;
 
@@ -337,13 +377,19 @@ impl MemStorage {
     /// An in-memory storage: nothing survives the process.
     #[must_use]
     pub fn new() -> Self {
-        Self { state: Arc::default(), simulate: false }
+        Self {
+            state: Arc::default(),
+            simulate: false,
+        }
     }
 
     /// An in-memory storage that records writes and syncs so that crash images can be taken.
     #[must_use]
     pub fn simulated() -> Self {
-        Self { state: Arc::default(), simulate: true }
+        Self {
+            state: Arc::default(),
+            simulate: true,
+        }
     }
 
     /// After `writes` more successful segment writes, every write fails with EIO (`None`: never).
@@ -389,7 +435,11 @@ impl MemStorage {
     /// A copy of a segment's current bytes (for tests).
     #[must_use]
     pub fn segment_bytes(&self, name: SegmentName) -> Option<Vec<u8>> {
-        self.state.lock().segments.get(&name).map(|s| s.slice(0, s.len as u64).to_vec())
+        self.state
+            .lock()
+            .segments
+            .get(&name)
+            .map(|s| s.slice(0, s.len as u64).to_vec())
     }
 
     /// Overwrites a segment's bytes, durably (for corruption tests). Nobody may hold a view of it.
@@ -407,7 +457,11 @@ impl MemStorage {
     }
 
     fn missing(&self, name: SegmentName) -> Error {
-        Error::io("open", self.describe(name), io::Error::from(io::ErrorKind::NotFound))
+        Error::io(
+            "open",
+            self.describe(name),
+            io::Error::from(io::ErrorKind::NotFound),
+        )
     }
 }
 
@@ -418,12 +472,25 @@ impl Default for MemStorage {
 }
 
 impl MemSegment {
-    fn new(name: SegmentName, bytes: &[u8], simulate: bool, state: std::sync::Weak<Mutex<MemState>>) -> Arc<Self> {
+    fn new(
+        name: SegmentName,
+        bytes: &[u8],
+        simulate: bool,
+        state: std::sync::Weak<Mutex<MemState>>,
+    ) -> Arc<Self> {
         let mut map = memmap2::MmapMut::map_anon(bytes.len()).expect("anonymous mapping");
         map.copy_from_slice(bytes);
         let ptr = map.as_mut_ptr();
         let durable = if simulate { bytes.to_vec() } else { Vec::new() };
-        Arc::new(Self { name, len: map.len(), map, ptr, durable: Mutex::new((durable, Vec::new())), simulate, state })
+        Arc::new(Self {
+            name,
+            len: map.len(),
+            map,
+            ptr,
+            durable: Mutex::new((durable, Vec::new())),
+            simulate,
+            state,
+        })
     }
 
     fn copy_in(&self, offset: u64, data: &[u8]) {
@@ -434,9 +501,15 @@ impl MemSegment {
     }
 
     fn fault(&self, sync: bool) -> io::Result<()> {
-        let Some(state) = self.state.upgrade() else { return Ok(()) };
+        let Some(state) = self.state.upgrade() else {
+            return Ok(());
+        };
         let mut state = state.lock();
-        let left = if sync { &mut state.faults.syncs_left } else { &mut state.faults.writes_left };
+        let left = if sync {
+            &mut state.faults.syncs_left
+        } else {
+            &mut state.faults.writes_left
+        };
         match left {
             Some(0) => Err(io::Error::other("injected I/O error")),
             Some(n) => {
@@ -510,30 +583,53 @@ impl LogStorage for MemStorage {
 
     fn recycle_segment(&self, free_id: u64, base_lsn: u64, header: &[u8]) -> Result<()> {
         let mut state = self.state.lock();
-        let old = state.segments.remove(&SegmentName::Free(free_id)).ok_or_else(|| self.missing(SegmentName::Free(free_id)))?;
+        let old = state
+            .segments
+            .remove(&SegmentName::Free(free_id))
+            .ok_or_else(|| self.missing(SegmentName::Free(free_id)))?;
         let mut bytes = old.slice(0, old.len as u64).to_vec();
         bytes[..header.len()].copy_from_slice(header);
         let name = SegmentName::Live(base_lsn);
-        state.segments.insert(name, MemSegment::new(name, &bytes, self.simulate, Arc::downgrade(&self.state)));
+        state.segments.insert(
+            name,
+            MemSegment::new(name, &bytes, self.simulate, Arc::downgrade(&self.state)),
+        );
         Ok(())
     }
 
     fn retire_segment(&self, base_lsn: u64, free_id: u64) -> Result<()> {
         let mut state = self.state.lock();
-        let old = state.segments.remove(&SegmentName::Live(base_lsn)).ok_or_else(|| self.missing(SegmentName::Live(base_lsn)))?;
+        let old = state
+            .segments
+            .remove(&SegmentName::Live(base_lsn))
+            .ok_or_else(|| self.missing(SegmentName::Live(base_lsn)))?;
         let name = SegmentName::Free(free_id);
         let bytes = old.slice(0, old.len as u64).to_vec();
-        state.segments.insert(name, MemSegment::new(name, &bytes, self.simulate, Arc::downgrade(&self.state)));
+        state.segments.insert(
+            name,
+            MemSegment::new(name, &bytes, self.simulate, Arc::downgrade(&self.state)),
+        );
         Ok(())
     }
 
     fn remove_segment(&self, name: SegmentName) -> Result<()> {
-        self.state.lock().segments.remove(&name).map(|_| ()).ok_or_else(|| self.missing(name))
+        self.state
+            .lock()
+            .segments
+            .remove(&name)
+            .map(|_| ())
+            .ok_or_else(|| self.missing(name))
     }
 
     fn open_segment(&self, base_lsn: u64) -> Result<Arc<dyn SegmentFile>> {
         let name = SegmentName::Live(base_lsn);
-        let seg = self.state.lock().segments.get(&name).cloned().ok_or_else(|| self.missing(name))?;
+        let seg = self
+            .state
+            .lock()
+            .segments
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| self.missing(name))?;
         Ok(seg)
     }
 
@@ -548,7 +644,11 @@ mod tests {
 
     #[test]
     fn file_names_round_trip() {
-        for name in [SegmentName::Live(0), SegmentName::Live(u64::MAX), SegmentName::Free(7)] {
+        for name in [
+            SegmentName::Live(0),
+            SegmentName::Live(u64::MAX),
+            SegmentName::Free(7),
+        ] {
             assert_eq!(parse_file_name(&file_name(name)), Some(name));
         }
         assert_eq!(parse_file_name("0000.seg"), None);
@@ -559,7 +659,10 @@ mod tests {
     fn second_open_of_a_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let _first = FileStorage::open(dir.path()).unwrap();
-        assert!(matches!(FileStorage::open(dir.path()), Err(Error::Locked { .. })));
+        assert!(matches!(
+            FileStorage::open(dir.path()),
+            Err(Error::Locked { .. })
+        ));
     }
 
     #[test]

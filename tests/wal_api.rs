@@ -1,0 +1,302 @@
+//! Behaviour of the log through its public API: append, reopen, iterate, groups, segment roll, truncation,
+//! poisoning, bad options and the directory lock.
+
+use std::sync::Arc;
+
+use collection_store::Error;
+use collection_store::wal::{Durability, MemStorage, RecordKind, RecoveryMode, Wal, WalOptions};
+
+fn small() -> WalOptions {
+    WalOptions {
+        segment_size_bytes: 4096,
+        staging_buffer_bytes: 64 << 10,
+        ..WalOptions::default()
+    }
+}
+
+fn payloads(wal: &Wal) -> Vec<(u64, Vec<u8>)> {
+    wal.iter_from(wal.start_lsn())
+        .unwrap()
+        .map(|r| r.map(|r| (r.lsn(), r.payload().to_vec())).unwrap())
+        .collect()
+}
+
+#[test]
+fn appended_records_survive_reopen_across_many_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    {
+        let (wal, report) = Wal::open(dir.path(), small()).unwrap();
+        assert!(report.created);
+        for i in 0..500u32 {
+            let payload = vec![(i % 251) as u8; (i as usize * 7) % 300];
+            let lsn = wal
+                .append(RecordKind::Data, &payload, Durability::Os)
+                .unwrap();
+            expected.push((lsn, payload));
+        }
+        assert_eq!(payloads(&wal), expected);
+    }
+    let (wal, report) = Wal::open(dir.path(), small()).unwrap();
+    assert!(!report.created);
+    assert_eq!(report.records, 500);
+    assert!(report.segments > 10, "{report:?}");
+    assert_eq!(payloads(&wal), expected);
+    let next = wal
+        .append(RecordKind::Commit, b"after", Durability::Sync)
+        .unwrap();
+    assert!(next >= expected.last().unwrap().0);
+}
+
+#[test]
+fn groups_are_returned_with_their_continuation_flags() {
+    let wal = Wal::open_in_memory(small()).unwrap();
+    let g = wal
+        .append_group(
+            &[
+                (RecordKind::Data, b"a"),
+                (RecordKind::Data, b"bb"),
+                (RecordKind::Commit, b""),
+            ],
+            Durability::None,
+        )
+        .unwrap();
+    let records: Vec<_> = wal
+        .iter_from(g.first_lsn)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let shape: Vec<_> = records
+        .iter()
+        .map(|r| (r.kind(), r.group_continues(), r.payload().len()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (RecordKind::Data, true, 1),
+            (RecordKind::Data, true, 2),
+            (RecordKind::Commit, false, 0)
+        ]
+    );
+    assert_eq!(records.last().unwrap().end_lsn(), g.end_lsn);
+}
+
+#[test]
+fn oversized_and_empty_groups_are_refused_without_poisoning() {
+    let wal = Wal::open_in_memory(small()).unwrap();
+    let big = vec![0u8; 4096];
+    assert!(matches!(
+        wal.append(RecordKind::Data, &big, Durability::None),
+        Err(Error::RecordTooLarge { .. })
+    ));
+    assert!(matches!(
+        wal.append_group(&[], Durability::None),
+        Err(Error::InvalidOptions(_))
+    ));
+    assert!(matches!(
+        wal.append(RecordKind::Pad, b"", Durability::None),
+        Err(Error::InvalidOptions(_))
+    ));
+    let max = wal.max_group_bytes() as usize - 32;
+    wal.append(RecordKind::Data, &vec![1u8; max], Durability::Os)
+        .unwrap();
+    assert!(!wal.is_poisoned());
+}
+
+#[test]
+fn bad_options_are_typed_errors() {
+    for opts in [
+        WalOptions {
+            segment_size_bytes: 5000,
+            ..small()
+        },
+        WalOptions {
+            segment_size_bytes: 1 << 31,
+            ..small()
+        },
+        WalOptions {
+            staging_buffer_bytes: 100,
+            ..small()
+        },
+    ] {
+        assert!(matches!(
+            Wal::open_in_memory(opts),
+            Err(Error::InvalidOptions(_))
+        ));
+    }
+}
+
+#[test]
+fn second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wal, _) = Wal::open(dir.path(), small()).unwrap();
+    let err = Wal::open(dir.path(), small()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+}
+
+#[test]
+fn truncate_before_removes_whole_segments_and_recycles_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small()).unwrap();
+    let mut lsns = Vec::new();
+    for i in 0..300u32 {
+        lsns.push(
+            wal.append(
+                RecordKind::Data,
+                &i.to_le_bytes().repeat(20),
+                Durability::Sync,
+            )
+            .unwrap(),
+        );
+    }
+    let cut = lsns[200];
+    let start = wal.truncate_before(cut).unwrap();
+    assert!(start <= cut && start > 0 && start % 4096 == 0);
+    let remaining = payloads(&wal);
+    assert!(remaining.first().unwrap().0 >= start);
+    assert_eq!(remaining.last().unwrap().0, lsns[299]);
+    assert!(matches!(wal.iter_from(0), Err(Error::InvalidLsn { .. })));
+    for i in 0..200u32 {
+        wal.append(
+            RecordKind::Data,
+            &i.to_le_bytes().repeat(20),
+            Durability::Os,
+        )
+        .unwrap();
+    }
+    assert!(wal.stats().segments_recycled > 0, "{:?}", wal.stats());
+    let total = payloads(&wal).len();
+    drop(wal);
+    let (wal, report) = Wal::open(dir.path(), small()).unwrap();
+    assert_eq!(report.start_lsn, start);
+    assert_eq!(payloads(&wal).len(), total);
+}
+
+#[test]
+fn readers_keep_their_bytes_when_segments_are_truncated() {
+    let wal = Wal::open_in_memory(small()).unwrap();
+    for i in 0..100u32 {
+        wal.append(
+            RecordKind::Data,
+            &i.to_le_bytes().repeat(30),
+            Durability::Os,
+        )
+        .unwrap();
+    }
+    let held: Vec<_> = wal.iter_from(0).unwrap().map(Result::unwrap).collect();
+    let end = wal.next_lsn();
+    wal.sync().unwrap();
+    wal.truncate_before(end).unwrap();
+    for i in 0..100u32 {
+        wal.append(RecordKind::Data, &[0xEE; 200], Durability::Os)
+            .unwrap();
+    }
+    for (i, record) in held.iter().enumerate() {
+        assert_eq!(record.payload(), &(i as u32).to_le_bytes().repeat(30)[..]);
+    }
+}
+
+#[test]
+fn failed_sync_poisons_and_reopen_recovers_the_synced_prefix() {
+    let storage = Arc::new(MemStorage::simulated());
+    let (wal, _) = Wal::open_with_storage(storage.clone(), small()).unwrap();
+    wal.append(RecordKind::Data, b"kept", Durability::Sync)
+        .unwrap();
+    storage.fail_syncs_after(Some(0));
+    let err = wal
+        .append(RecordKind::Data, b"lost", Durability::Sync)
+        .unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(wal.is_poisoned());
+    assert!(matches!(
+        wal.append(RecordKind::Data, b"x", Durability::None),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
+    drop(wal);
+    let image = Arc::new(storage.crash_image(|| false));
+    let (wal, report) = Wal::open_with_storage(image, small()).unwrap();
+    assert_eq!(report.records, 1);
+    assert_eq!(payloads(&wal)[0].1, b"kept");
+}
+
+#[test]
+fn failed_write_poisons() {
+    let storage = Arc::new(MemStorage::simulated());
+    let (wal, _) = Wal::open_with_storage(storage.clone(), small()).unwrap();
+    storage.fail_writes_after(Some(0));
+    assert!(wal.append(RecordKind::Data, b"x", Durability::Os).is_err());
+    assert!(matches!(
+        wal.append(RecordKind::Data, b"y", Durability::None),
+        Err(Error::Poisoned { .. })
+    ));
+}
+
+#[test]
+fn sync_commits_are_grouped_under_concurrency() {
+    let wal = Arc::new(Wal::open_in_memory(small()).unwrap());
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let wal = &wal;
+            s.spawn(move || {
+                for i in 0..200u32 {
+                    wal.append(RecordKind::Data, &[t; 40], Durability::Sync)
+                        .unwrap();
+                    let _ = i;
+                }
+            });
+        }
+    });
+    let stats = wal.stats();
+    assert_eq!(stats.sync_requests, 800);
+    assert!(stats.syncs <= stats.sync_requests, "{stats:?}");
+    assert_eq!(payloads(&wal).len(), 800);
+}
+
+#[test]
+fn salvage_recovers_the_prefix_before_mid_log_damage() {
+    let storage = Arc::new(MemStorage::simulated());
+    let mut lsns = Vec::new();
+    {
+        let (wal, _) = Wal::open_with_storage(storage.clone(), small()).unwrap();
+        for i in 0..100u32 {
+            lsns.push(
+                wal.append(
+                    RecordKind::Data,
+                    &i.to_le_bytes().repeat(25),
+                    Durability::Sync,
+                )
+                .unwrap(),
+            );
+        }
+    }
+    // Damage a record in the first segment: later segments still hold valid records, so this is corruption.
+    let victim = lsns[3];
+    storage.poke(
+        collection_store::wal::SegmentName::Live(0),
+        victim + 40,
+        &[0xFF],
+    );
+    let err = Wal::open_with_storage(storage.clone(), small()).unwrap_err();
+    match err {
+        Error::Corruption { offset, .. } => assert_eq!(offset, victim),
+        other => panic!("expected corruption, got {other}"),
+    }
+    let (wal, report) = Wal::open_with_storage(
+        storage.clone(),
+        WalOptions {
+            recovery: RecoveryMode::Salvage,
+            ..small()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.records, 3);
+    assert!(report.salvaged.is_some());
+    assert_eq!(payloads(&wal).len(), 3);
+    wal.append(RecordKind::Data, b"fresh", Durability::Sync)
+        .unwrap();
+    drop(wal);
+    let (wal, report) = Wal::open_with_storage(storage, small()).unwrap();
+    assert_eq!(report.records, 4);
+    assert_eq!(payloads(&wal)[3].1, b"fresh");
+}
