@@ -551,8 +551,6 @@ impl Wal {
                     u64::from_le_bytes(header[0..8].try_into().expect("8 bytes")),
                 );
             }
-            // Start preparing the segment after the one we just opened.
-            self.request_prepare(reservation.lsn / self.segment_size_bytes + 1);
         }
         let lsn = reservation.lsn;
         self.wait_for_space(lsn + total)?;
