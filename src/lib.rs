@@ -31,3 +31,8 @@ pub mod wal;
 
 #[cfg(not(loom))]
 pub use error::{Error, Result};
+
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[cfg(all(doctest, not(loom)))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
