@@ -15,7 +15,10 @@ fn main() -> collection_store::Result<()> {
         .or_else(|| std::env::var_os("CSTORE_DIR"))
         .map_or_else(|| PathBuf::from("data"), PathBuf::from)
         .join("wal");
-    let options = || WalOptions { segment_size_bytes: 1 << 20, ..WalOptions::default() };
+    let options = || WalOptions {
+        segment_size_bytes: 1 << 20,
+        ..WalOptions::default()
+    };
 
     let (wal, report) = Wal::open(&dir, options())?;
     println!("opened {}: {}", dir.display(), describe(&report));
@@ -23,22 +26,34 @@ fn main() -> collection_store::Result<()> {
     for i in 0..3u64 {
         let text = format!("run {run}, record {i}");
         let group = wal.append_group(
-            &[(RecordKind::Data, text.as_bytes()), (RecordKind::Commit, b"")],
+            &[
+                (RecordKind::Data, text.as_bytes()),
+                (RecordKind::Commit, b""),
+            ],
             Durability::Sync,
         )?;
         println!("appended {text:?} at LSN {} (durable)", group.first_lsn);
     }
     let stats = wal.stats();
-    println!("{} appends, {} fdatasync calls, {} bytes written", stats.appends, stats.syncs, stats.bytes_written);
+    println!(
+        "{} appends, {} fdatasync calls, {} bytes written",
+        stats.appends, stats.syncs, stats.bytes_written
+    );
     drop(wal);
 
     let (wal, report) = Wal::open(&dir, options())?;
     println!("reopened: {}", describe(&report));
-    let mut data: Vec<_> = wal.iter_from(wal.start_lsn())?.collect::<Result<Vec<_>, _>>()?;
+    let mut data: Vec<_> = wal
+        .iter_from(wal.start_lsn())?
+        .collect::<Result<Vec<_>, _>>()?;
     data.retain(|r| r.kind() == RecordKind::Data);
     println!("last records in the log:");
     for record in &data[data.len().saturating_sub(3)..] {
-        println!("  LSN {:>8}  {:?}", record.lsn(), String::from_utf8_lossy(record.payload()));
+        println!(
+            "  LSN {:>8}  {:?}",
+            record.lsn(),
+            String::from_utf8_lossy(record.payload())
+        );
     }
     Ok(())
 }
