@@ -130,7 +130,8 @@ impl Tail {
         let mut spins = 0u32;
         while unpack(self.packed.load(Ordering::Acquire)).0 == segment {
             spins += 1;
-            if spins < 64 {
+            // Under loom every load is a scheduling point: yield at once so that models stay small.
+            if cfg!(not(loom)) && spins < 64 {
                 std::hint::spin_loop();
             } else {
                 #[cfg(loom)]
