@@ -191,6 +191,9 @@ struct Segments {
     salt: u64,
     segment_size_bytes: u64,
     live: RwLock<BTreeMap<u64, Arc<dyn SegmentFile>>>,
+    /// First LSN of the log. Moved forward only while holding `free`, which `get_or_prepare` also holds, so a late
+    /// preparation request can never re-create a segment that truncation just removed.
+    start_lsn: AtomicU64,
     /// Free segment ids; the lock also serializes preparation.
     free: Mutex<FreePool>,
     counters: Arc<Counters>,
@@ -216,6 +219,12 @@ impl Segments {
             return Ok(seg);
         }
         let base = index * self.segment_size_bytes;
+        if base < self.start_lsn.load(Ordering::Acquire) {
+            return Err(Error::InvalidLsn {
+                lsn: base,
+                reason: "segment is below the start of the log (truncated)",
+            });
+        }
         let header = SegmentHeader {
             salt: self.salt,
             base_lsn: base,
@@ -255,7 +264,6 @@ pub struct Wal {
     completed_lsn: AtomicU64,
     written_lsn: AtomicU64,
     durable_lsn: AtomicU64,
-    start_lsn: AtomicU64,
     flush: Mutex<FlushState>,
     sync_lock: Mutex<()>,
     poisoned: AtomicBool,
@@ -436,6 +444,7 @@ impl Wal {
             salt: meta.salt,
             segment_size_bytes: size,
             live: RwLock::new(live),
+            start_lsn: AtomicU64::new(meta.start_lsn),
             free: Mutex::new(FreePool {
                 ids: free_ids,
                 next_id: next_free_id,
@@ -465,7 +474,6 @@ impl Wal {
             completed_lsn: AtomicU64::new(end),
             written_lsn: AtomicU64::new(end),
             durable_lsn: AtomicU64::new(end),
-            start_lsn: AtomicU64::new(meta.start_lsn),
             flush: Mutex::new(FlushState { current: None }),
             sync_lock: Mutex::new(()),
             poisoned: AtomicBool::new(false),
@@ -634,6 +642,7 @@ impl Wal {
         let size = self.segment_size_bytes;
         // Never remove the segment the flusher writes into, nor anything not yet durable.
         let limit = lsn.min(self.durable_lsn()) / size;
+        let mut pool = self.segments.free.lock();
         let old_start = self.start_lsn();
         if limit <= old_start / size {
             return Ok(old_start);
@@ -648,13 +657,12 @@ impl Wal {
             .storage
             .write_meta(&meta.encode())
             .inspect_err(|e| self.poison(e))?;
-        self.start_lsn.store(new_start, Ordering::Release);
+        self.segments.start_lsn.store(new_start, Ordering::Release);
         let removed: Vec<(u64, Arc<dyn SegmentFile>)> = {
             let mut live = self.segments.live.write();
             let keep = live.split_off(&limit);
             std::mem::replace(&mut *live, keep).into_iter().collect()
         };
-        let mut pool = self.segments.free.lock();
         for (index, file) in removed {
             let base = index * size;
             // Only recycle a segment nobody reads: a reader's Arc keeps the mapping, and a deleted file stays valid.
@@ -707,7 +715,7 @@ impl Wal {
     /// First LSN still in the log.
     #[must_use]
     pub fn start_lsn(&self) -> u64 {
-        self.start_lsn.load(Ordering::Acquire)
+        self.segments.start_lsn.load(Ordering::Acquire)
     }
 
     /// Everything below this LSN has been handed to the OS.

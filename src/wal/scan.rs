@@ -257,6 +257,54 @@ pub fn plan_recovery(
     Ok(plan)
 }
 
+/// Fuzzing entry point (the `wal_recovery` target, and the corpus replay in `cargo test`): reads `data` as a log
+/// and runs recovery over it, checking the plan's invariants. Must never panic for any input.
+///
+/// Layout: byte 0 chooses the segment size (512 << (byte % 4)), byte 1 bit 0 chooses salvage; the rest is cut into
+/// segments. The salt and start LSN are taken from the first segment's header bytes, so that inputs derived from
+/// real logs reach deep into the parser.
+#[must_use]
+pub fn fuzz_recovery(data: &[u8]) -> Option<RecoveryPlan> {
+    let (&size_byte, rest) = data.split_first()?;
+    let (&mode, body) = rest.split_first()?;
+    let size = 512u64 << (size_byte % 4);
+    let chunks: Vec<&[u8]> = body.chunks(usize::try_from(size).ok()?).collect();
+    let first = chunks.first()?;
+    let read_u64 = |at: usize| {
+        first
+            .get(at..at + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    let salt = read_u64(16);
+    let start_lsn = (read_u64(24) % (1 << 40)) / size * size;
+    let segments: Vec<(u64, &[u8])> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (start_lsn + size * i as u64, *c))
+        .collect();
+    let mut progressed = 0;
+    let result = plan_recovery(&segments, salt, size, start_lsn, mode & 1 == 1, |i| {
+        progressed = i + 1
+    });
+    let plan = result.ok()?;
+    assert!(
+        plan.end_lsn >= start_lsn + SEGMENT_HEADER_BYTES,
+        "end before start"
+    );
+    assert!(
+        plan.end_lsn <= start_lsn + size * (segments.len() as u64 + 1),
+        "end past the segments"
+    );
+    assert!(progressed <= segments.len());
+    for &(index, from, to) in &plan.zero_ranges {
+        assert!(
+            index < segments.len() && from <= to && to <= segments[index].1.len() as u64,
+            "zero range out of bounds"
+        );
+    }
+    Some(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,52 +383,4 @@ mod tests {
         let err = plan_recovery(&[(0, &a), (2 * S, &c)], 1, S, 0, false, |_| {}).unwrap_err();
         assert_eq!(err.segment_index, 1);
     }
-}
-
-/// Fuzzing entry point (the `wal_recovery` target, and the corpus replay in `cargo test`): reads `data` as a log
-/// and runs recovery over it, checking the plan's invariants. Must never panic for any input.
-///
-/// Layout: byte 0 chooses the segment size (512 << (byte % 4)), byte 1 bit 0 chooses salvage; the rest is cut into
-/// segments. The salt and start LSN are taken from the first segment's header bytes, so that inputs derived from
-/// real logs reach deep into the parser.
-#[must_use]
-pub fn fuzz_recovery(data: &[u8]) -> Option<RecoveryPlan> {
-    let (&size_byte, rest) = data.split_first()?;
-    let (&mode, body) = rest.split_first()?;
-    let size = 512u64 << (size_byte % 4);
-    let chunks: Vec<&[u8]> = body.chunks(usize::try_from(size).ok()?).collect();
-    let first = chunks.first()?;
-    let read_u64 = |at: usize| {
-        first
-            .get(at..at + 8)
-            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    };
-    let salt = read_u64(16);
-    let start_lsn = (read_u64(24) % (1 << 40)) / size * size;
-    let segments: Vec<(u64, &[u8])> = chunks
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (start_lsn + size * i as u64, *c))
-        .collect();
-    let mut progressed = 0;
-    let result = plan_recovery(&segments, salt, size, start_lsn, mode & 1 == 1, |i| {
-        progressed = i + 1
-    });
-    let plan = result.ok()?;
-    assert!(
-        plan.end_lsn >= start_lsn + SEGMENT_HEADER_BYTES,
-        "end before start"
-    );
-    assert!(
-        plan.end_lsn <= start_lsn + size * (segments.len() as u64 + 1),
-        "end past the segments"
-    );
-    assert!(progressed <= segments.len());
-    for &(index, from, to) in &plan.zero_ranges {
-        assert!(
-            index < segments.len() && from <= to && to <= segments[index].1.len() as u64,
-            "zero range out of bounds"
-        );
-    }
-    Some(plan)
 }
