@@ -24,8 +24,7 @@ use std::time::Duration;
 use collection_store::Error;
 use collection_store::wal::format::record_span_bytes;
 use collection_store::wal::{
-    Durability, LogStorage, MemStorage, RecordKind, RecoveryReport, SegmentFile, SegmentName, Wal,
-    WalOptions,
+    Durability, LogStorage, MemStorage, RecordKind, RecoveryReport, Wal, WalOptions,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -69,61 +68,6 @@ fn options(segment_size_bytes: u64) -> WalOptions {
         segment_size_bytes,
         staging_buffer_bytes: 64 << 10,
         ..WalOptions::default()
-    }
-}
-
-/// A `MemStorage` that hands the log segment handles it alone owns. `MemStorage` keeps its own `Arc` to every
-/// segment, so the log would see each one as still referenced and never recycle it; through this wrapper,
-/// `truncate_before` recycles segments and their stale bytes from an earlier lap meet torn writes.
-struct Unshared(Arc<MemStorage>);
-
-struct UnsharedSegment(Arc<dyn SegmentFile>);
-
-impl SegmentFile for UnsharedSegment {
-    fn write_at(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.0.write_at(offset, data)
-    }
-    fn sync(&self) -> std::io::Result<()> {
-        self.0.sync()
-    }
-    fn len_bytes(&self) -> u64 {
-        self.0.len_bytes()
-    }
-    fn slice(&self, offset: u64, len: u64) -> &[u8] {
-        self.0.slice(offset, len)
-    }
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-}
-
-impl LogStorage for Unshared {
-    fn read_meta(&self) -> collection_store::Result<Option<Vec<u8>>> {
-        self.0.read_meta()
-    }
-    fn write_meta(&self, bytes: &[u8]) -> collection_store::Result<()> {
-        self.0.write_meta(bytes)
-    }
-    fn list_segments(&self) -> collection_store::Result<Vec<SegmentName>> {
-        self.0.list_segments()
-    }
-    fn create_segment(&self, base: u64, size: u64, header: &[u8]) -> collection_store::Result<()> {
-        self.0.create_segment(base, size, header)
-    }
-    fn recycle_segment(&self, id: u64, base: u64, header: &[u8]) -> collection_store::Result<()> {
-        self.0.recycle_segment(id, base, header)
-    }
-    fn retire_segment(&self, base: u64, id: u64) -> collection_store::Result<()> {
-        self.0.retire_segment(base, id)
-    }
-    fn remove_segment(&self, name: SegmentName) -> collection_store::Result<()> {
-        self.0.remove_segment(name)
-    }
-    fn open_segment(&self, base: u64) -> collection_store::Result<Arc<dyn SegmentFile>> {
-        Ok(Arc::new(UnsharedSegment(self.0.open_segment(base)?)))
-    }
-    fn describe(&self, name: SegmentName) -> String {
-        self.0.describe(name)
     }
 }
 
@@ -442,8 +386,7 @@ fn crash_images_between_appends_recover_a_durable_prefix() {
         let mut rng = SmallRng::seed_from_u64(seed);
         let opts = options(if rng.random_bool(0.5) { 4096 } else { 8192 });
         let storage = Arc::new(MemStorage::simulated());
-        let (wal, _) =
-            Wal::open_with_storage(Arc::new(Unshared(storage.clone())), opts.clone()).unwrap();
+        let (wal, _) = Wal::open_with_storage(storage.clone(), opts.clone()).unwrap();
         let mut generator = Gen::new(rng.random(), 0, wal.max_group_bytes());
         let mut expected: Vec<Rec> = Vec::new();
         let mut sync_end = 0;

@@ -187,7 +187,7 @@ fn readers_keep_their_bytes_when_segments_are_truncated() {
     let end = wal.next_lsn();
     wal.sync().unwrap();
     wal.truncate_before(end).unwrap();
-    for i in 0..100u32 {
+    for _ in 0..100u32 {
         wal.append(RecordKind::Data, &[0xEE; 200], Durability::Os)
             .unwrap();
     }
@@ -337,4 +337,26 @@ fn truncation_is_not_undone_by_late_segment_preparation() {
             "segments below the start after truncation: {below:?}"
         );
     }
+}
+
+/// Regression: the in-memory backend's own reference to a segment used to make every segment look "still read",
+/// so truncation never recycled on it (and the power-loss simulator never saw recycled segments).
+#[test]
+fn in_memory_truncation_recycles_unread_segments() {
+    let wal = Wal::open_in_memory(small()).unwrap();
+    for _ in 0..100 {
+        wal.append(RecordKind::Data, &[7u8; 200], Durability::Sync)
+            .unwrap();
+    }
+    wal.truncate_before(wal.durable_lsn()).unwrap();
+    for _ in 0..100 {
+        wal.append(RecordKind::Data, &[8u8; 200], Durability::Sync)
+            .unwrap();
+    }
+    assert!(wal.stats().segments_recycled > 0, "{:?}", wal.stats());
+    assert!(
+        payloads(&wal)
+            .iter()
+            .all(|(_, p)| p == &[8u8; 200] || p == &[7u8; 200])
+    );
 }

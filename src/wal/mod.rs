@@ -185,12 +185,26 @@ struct Counters {
     segments_recycled: AtomicU64,
 }
 
+/// A live segment as the log holds it. The log's own wrapper (never held by a storage backend), so that its
+/// `Arc` count says exactly whether any reader still holds the segment.
+struct LiveSegment {
+    file: Arc<dyn SegmentFile>,
+}
+
+impl std::ops::Deref for LiveSegment {
+    type Target = dyn SegmentFile;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.file
+    }
+}
+
 /// The live segments and the pool of free ones; shared with the background preparer thread.
 struct Segments {
     storage: Arc<dyn LogStorage>,
     salt: u64,
     segment_size_bytes: u64,
-    live: RwLock<BTreeMap<u64, Arc<dyn SegmentFile>>>,
+    live: RwLock<BTreeMap<u64, Arc<LiveSegment>>>,
     /// First LSN of the log. Moved forward only while holding `free`, which `get_or_prepare` also holds, so a late
     /// preparation request can never re-create a segment that truncation just removed.
     start_lsn: AtomicU64,
@@ -205,12 +219,12 @@ struct FreePool {
 }
 
 impl Segments {
-    fn get(&self, index: u64) -> Option<Arc<dyn SegmentFile>> {
+    fn get(&self, index: u64) -> Option<Arc<LiveSegment>> {
         self.live.read().get(&index).cloned()
     }
 
     /// The live segment `index`, creating it (or recycling a free one) if it does not exist yet.
-    fn get_or_prepare(&self, index: u64) -> Result<Arc<dyn SegmentFile>> {
+    fn get_or_prepare(&self, index: u64) -> Result<Arc<LiveSegment>> {
         if let Some(seg) = self.get(index) {
             return Ok(seg);
         }
@@ -242,7 +256,9 @@ impl Segments {
         self.counters
             .segments_prepared
             .fetch_add(1, Ordering::Relaxed);
-        let seg = self.storage.open_segment(base)?;
+        let seg = Arc::new(LiveSegment {
+            file: self.storage.open_segment(base)?,
+        });
         self.live.write().insert(index, Arc::clone(&seg));
         Ok(seg)
     }
@@ -250,7 +266,7 @@ impl Segments {
 
 struct FlushState {
     /// The segment the flusher last wrote into, and whether it has writes not yet synced.
-    current: Option<(u64, Arc<dyn SegmentFile>)>,
+    current: Option<(u64, Arc<LiveSegment>)>,
 }
 
 /// A write-ahead log. `Send + Sync`: share it between threads with `Arc`.
@@ -430,10 +446,10 @@ impl Wal {
             files.truncate(from);
             live_bases.truncate(from);
         }
-        let live: BTreeMap<u64, Arc<dyn SegmentFile>> = live_bases
+        let live: BTreeMap<u64, Arc<LiveSegment>> = live_bases
             .iter()
             .zip(files)
-            .map(|(&base, f)| (base / size, f))
+            .map(|(&base, file)| (base / size, Arc::new(LiveSegment { file })))
             .collect();
 
         let staging_bytes = options.staging_buffer_bytes;
@@ -658,7 +674,7 @@ impl Wal {
             .write_meta(&meta.encode())
             .inspect_err(|e| self.poison(e))?;
         self.segments.start_lsn.store(new_start, Ordering::Release);
-        let removed: Vec<(u64, Arc<dyn SegmentFile>)> = {
+        let removed: Vec<(u64, Arc<LiveSegment>)> = {
             let mut live = self.segments.live.write();
             let keep = live.split_off(&limit);
             std::mem::replace(&mut *live, keep).into_iter().collect()
@@ -814,6 +830,7 @@ impl Wal {
 
     /// Returns once everything below `end` is written to the OS.
     fn flush_to(&self, end: u64) -> Result<()> {
+        self.check_poison()?;
         while self.written_lsn.load(Ordering::Acquire) < end {
             self.check_poison()?;
             {
@@ -893,11 +910,7 @@ impl Wal {
 
     /// The segment to write `index` into. Before the first write into a new segment, the previous one is synced
     /// whole: recovery relies on "data in segment N+1 implies segment N is durable".
-    fn segment_for_write(
-        &self,
-        state: &mut FlushState,
-        index: u64,
-    ) -> Result<Arc<dyn SegmentFile>> {
+    fn segment_for_write(&self, state: &mut FlushState, index: u64) -> Result<Arc<LiveSegment>> {
         if let Some((current, file)) = &state.current
             && *current == index
         {
@@ -991,7 +1004,7 @@ pub struct AppendedGroup {
 /// A record read from the log. Its payload is a view of the mapped segment (no copy).
 #[derive(Clone)]
 pub struct Record {
-    segment: Arc<dyn SegmentFile>,
+    segment: Arc<LiveSegment>,
     lsn: u64,
     kind: RecordKind,
     group_continues: bool,
@@ -1046,7 +1059,7 @@ pub struct WalIter {
     pos: u64,
     limit: u64,
     first: bool,
-    current: Option<(u64, Arc<dyn SegmentFile>)>,
+    current: Option<(u64, Arc<LiveSegment>)>,
 }
 
 impl Iterator for WalIter {

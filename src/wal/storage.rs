@@ -418,11 +418,16 @@ impl MemStorage {
                 let (durable, pending) = &*seg.durable.lock();
                 let mut bytes = durable.clone();
                 for (offset, data) in pending {
-                    for (i, sector) in data.chunks(SECTOR_BYTES).enumerate() {
+                    // Tear at the disk's sector boundaries, not at the write's own offset.
+                    let (start, end) = (*offset as usize, *offset as usize + data.len());
+                    let mut at = start;
+                    while at < end {
+                        let sector_end = ((at / SECTOR_BYTES + 1) * SECTOR_BYTES).min(end);
                         if choose() {
-                            let at = *offset as usize + i * SECTOR_BYTES;
-                            bytes[at..at + sector.len()].copy_from_slice(sector);
+                            bytes[at..sector_end]
+                                .copy_from_slice(&data[at - start..sector_end - start]);
                         }
+                        at = sector_end;
                     }
                 }
                 let new_seg = MemSegment::new(*name, &bytes, true, Arc::downgrade(&image.state));
