@@ -53,7 +53,8 @@ struct Cfg {
 
 impl Cfg {
     fn from_env() -> Self {
-        let quick = std::env::var("CSTORE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let quick = std::env::var("CSTORE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+            || criterion_test_mode();
         if quick {
             Self {
                 quick,
@@ -80,6 +81,14 @@ impl Cfg {
             }
         }
     }
+}
+
+/// Whether criterion will only test or list the benchmarks (`cargo test --benches`, `-- --test`, `-- --list`):
+/// then the smoke-test sizes are used.
+fn criterion_test_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |a: &str| args.iter().any(|x| x == a);
+    !has("--bench") || has("--test") || has("--list")
 }
 
 /// Latency figures of one benchmark, in nanoseconds per operation.
@@ -834,7 +843,7 @@ fn main() {
         disk.as_ref().map_or("unknown", |d| d.name.as_str()),
         if cfg.quick { ", QUICK mode" } else { "" }
     );
-    let test_mode = std::env::args().any(|a| a == "--test" || a == "--list");
+    let test_mode = criterion_test_mode();
 
     // CSTORE_BENCH_SECTIONS=abcd (the default) picks the sections to run.
     let sections = std::env::var("CSTORE_BENCH_SECTIONS").unwrap_or_else(|_| "abcd".into());

@@ -41,7 +41,8 @@ struct Cfg {
 
 impl Cfg {
     fn from_env() -> Self {
-        let quick = std::env::var("CSTORE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+        let quick = std::env::var("CSTORE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+            || criterion_test_mode();
         if quick {
             Self {
                 quick,
@@ -60,6 +61,14 @@ impl Cfg {
             }
         }
     }
+}
+
+/// Whether criterion will only test or list the benchmarks (`cargo test --benches`, `-- --test`, `-- --list`):
+/// then the smoke-test sizes are used.
+fn criterion_test_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |a: &str| args.iter().any(|x| x == a);
+    !has("--bench") || has("--test") || has("--list")
 }
 
 /// Latency figures of one benchmark, in nanoseconds per operation.
