@@ -9,7 +9,7 @@
 //! 2. [`staging`]: the writer copies its records into the staging ring, header word last.
 //! 3. The flusher (whoever needs data on disk first, under the flush lock) advances the completion watermark,
 //!    `pwrite`s the completed range into its segment file and zeroes the ring behind it: the *written* watermark.
-//! 4. The sync leader (under the sync lock) `fdatasync`s and advances the *durable* watermark, serving every
+//! 4. The group-commit leader (one at a time; the others wait on a condition variable) `fdatasync`s and advances the *durable* watermark, serving every
 //!    commit below it with one sync (group commit).
 //!
 //! Invariants: `durable_lsn <= written_lsn <= completed <= tail`; a segment is fully synced before any byte is
@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 pub use format::RecordKind;
 use format::{
@@ -281,7 +281,9 @@ pub struct Wal {
     written_lsn: AtomicU64,
     durable_lsn: AtomicU64,
     flush: Mutex<FlushState>,
-    sync_lock: Mutex<()>,
+    /// Whether a group-commit leader is syncing; waiters sleep on `sync_done`.
+    sync_leader: Mutex<bool>,
+    sync_done: Condvar,
     poisoned: AtomicBool,
     poison_cause: Mutex<Option<String>>,
     counters: Arc<Counters>,
@@ -491,7 +493,8 @@ impl Wal {
             written_lsn: AtomicU64::new(end),
             durable_lsn: AtomicU64::new(end),
             flush: Mutex::new(FlushState { current: None }),
-            sync_lock: Mutex::new(()),
+            sync_leader: Mutex::new(false),
+            sync_done: Condvar::new(),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             counters,
@@ -918,7 +921,6 @@ impl Wal {
         }
         if let Some((previous, file)) = state.current.take() {
             debug_assert!(previous < index);
-            let _sync = self.sync_lock.lock();
             file.sync()
                 .map_err(|e| Error::io("fdatasync", file.describe(), e))?;
             self.counters.syncs.fetch_add(1, Ordering::Relaxed);
@@ -932,31 +934,50 @@ impl Wal {
     }
 
     /// Returns once everything below `end` (already written) is durable: group commit.
+    ///
+    /// One caller at a time is the leader: it syncs everything written so far, advances `durable_lsn`, and wakes
+    /// the waiters. The others wait on the condition variable, not on the leader's fdatasync, so the ones it
+    /// covered return at once and can join the next batch.
     fn sync_to(&self, end: u64) -> Result<()> {
-        while self.durable_lsn.load(Ordering::Acquire) < end {
+        let mut leader = self.sync_leader.lock();
+        loop {
             self.check_poison()?;
-            let _leader = self.sync_lock.lock();
-            let durable = self.durable_lsn.load(Ordering::Acquire);
-            if durable >= end {
-                break;
+            if self.durable_lsn.load(Ordering::Acquire) >= end {
+                return Ok(());
             }
-            let target = self.written_lsn.load(Ordering::Acquire);
-            debug_assert!(target >= end);
-            let size = self.segment_size_bytes;
-            for index in durable / size..=(target - 1) / size {
-                let Some(file) = self.segments.get(index) else {
-                    continue;
-                };
-                if let Err(e) = file.sync() {
-                    let error = Error::io("fdatasync", file.describe(), e);
-                    self.poison(&error);
-                    return Err(error);
-                }
-                self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            if *leader {
+                self.sync_done.wait(&mut leader);
+                continue;
             }
-            self.durable_lsn.fetch_max(target, Ordering::AcqRel);
+            *leader = true;
+            let result = MutexGuard::unlocked(&mut leader, || self.sync_written());
+            *leader = false;
+            self.sync_done.notify_all();
+            result?;
         }
-        self.check_poison()
+    }
+
+    /// The leader's work: fdatasync every segment between the durable and the written watermark.
+    fn sync_written(&self) -> Result<()> {
+        let durable = self.durable_lsn.load(Ordering::Acquire);
+        let target = self.written_lsn.load(Ordering::Acquire);
+        if target <= durable {
+            return Ok(());
+        }
+        let size = self.segment_size_bytes;
+        for index in durable / size..=(target - 1) / size {
+            let Some(file) = self.segments.get(index) else {
+                continue;
+            };
+            if let Err(e) = file.sync() {
+                let error = Error::io("fdatasync", file.describe(), e);
+                self.poison(&error);
+                return Err(error);
+            }
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.durable_lsn.fetch_max(target, Ordering::AcqRel);
+        Ok(())
     }
 }
 

@@ -124,6 +124,17 @@ pub fn find_valid_records(
             continue;
         }
         q += RECORD_ALIGN_BYTES;
+        // A record's first 8 bytes are never all zero, so skip zero runs (the unwritten end of a segment) at
+        // memory speed: the next candidate is the 8-aligned start of the next non-zero byte.
+        match segment
+            .get(at + 8..)
+            .and_then(|rest| rest.iter().position(|&b| b != 0))
+        {
+            Some(nonzero) => {
+                q = q.max((at as u64 + 8 + nonzero as u64) & !(RECORD_ALIGN_BYTES - 1))
+            }
+            None => break,
+        }
     }
     found
 }

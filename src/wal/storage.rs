@@ -352,7 +352,7 @@ struct Faults {
 }
 
 struct MemSegment {
-    name: SegmentName,
+    name: Mutex<SegmentName>,
     map: memmap2::MmapMut,
     ptr: *mut u8,
     len: usize,
@@ -430,7 +430,8 @@ impl MemStorage {
                         at = sector_end;
                     }
                 }
-                let new_seg = MemSegment::new(*name, &bytes, true, Arc::downgrade(&image.state));
+                let new_seg =
+                    MemSegment::from_bytes(*name, &bytes, true, Arc::downgrade(&image.state));
                 new_state.segments.insert(*name, new_seg);
             }
         }
@@ -452,13 +453,22 @@ impl MemStorage {
     /// # Panics
     /// If the segment does not exist or the range is outside it.
     pub fn poke(&self, name: SegmentName, offset: u64, data: &[u8]) {
-        let state = self.state.lock();
-        let seg = &state.segments[&name];
-        seg.copy_in(offset, data);
-        if seg.simulate {
-            let durable = &mut seg.durable.lock().0;
-            durable[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        self.state.lock().segments[&name].write_durably(offset, data);
+    }
+
+    /// Renames a segment in place (no copy), optionally rewriting its header durably first.
+    fn rename(&self, from: SegmentName, to: SegmentName, header: Option<&[u8]>) -> Result<()> {
+        let mut state = self.state.lock();
+        let seg = state
+            .segments
+            .remove(&from)
+            .ok_or_else(|| self.missing(from))?;
+        if let Some(header) = header {
+            seg.write_durably(0, header);
         }
+        *seg.name.lock() = to;
+        state.segments.insert(to, seg);
+        Ok(())
     }
 
     fn missing(&self, name: SegmentName) -> Error {
@@ -477,18 +487,18 @@ impl Default for MemStorage {
 }
 
 impl MemSegment {
-    fn new(
+    fn zeroed(
         name: SegmentName,
-        bytes: &[u8],
+        len: usize,
         simulate: bool,
         state: std::sync::Weak<Mutex<MemState>>,
     ) -> Arc<Self> {
-        let mut map = memmap2::MmapMut::map_anon(bytes.len()).expect("anonymous mapping");
-        map.copy_from_slice(bytes);
+        // An anonymous mapping starts zeroed and is only backed by memory where it is written.
+        let mut map = memmap2::MmapMut::map_anon(len).expect("anonymous mapping");
         let ptr = map.as_mut_ptr();
-        let durable = if simulate { bytes.to_vec() } else { Vec::new() };
+        let durable = if simulate { vec![0u8; len] } else { Vec::new() };
         Arc::new(Self {
-            name,
+            name: Mutex::new(name),
             len: map.len(),
             map,
             ptr,
@@ -496,6 +506,26 @@ impl MemSegment {
             simulate,
             state,
         })
+    }
+
+    fn from_bytes(
+        name: SegmentName,
+        bytes: &[u8],
+        simulate: bool,
+        state: std::sync::Weak<Mutex<MemState>>,
+    ) -> Arc<Self> {
+        let seg = Self::zeroed(name, bytes.len(), simulate, state);
+        seg.write_durably(0, bytes);
+        seg
+    }
+
+    /// Writes bytes that are durable at once (segment headers, test corruption): no pending write is recorded.
+    fn write_durably(&self, offset: u64, data: &[u8]) {
+        self.copy_in(offset, data);
+        if self.simulate {
+            let durable = &mut self.durable.lock().0;
+            durable[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+        }
     }
 
     fn copy_in(&self, offset: u64, data: &[u8]) {
@@ -559,7 +589,7 @@ impl SegmentFile for MemSegment {
     }
 
     fn describe(&self) -> String {
-        format!("memory:{}", file_name(self.name))
+        format!("memory:{}", file_name(*self.name.lock()))
     }
 }
 
@@ -579,42 +609,27 @@ impl LogStorage for MemStorage {
 
     fn create_segment(&self, base_lsn: u64, size_bytes: u64, header: &[u8]) -> Result<()> {
         let name = SegmentName::Live(base_lsn);
-        let mut bytes = vec![0u8; usize::try_from(size_bytes).expect("segment size fits usize")];
-        bytes[..header.len()].copy_from_slice(header);
-        let seg = MemSegment::new(name, &bytes, self.simulate, Arc::downgrade(&self.state));
+        let len = usize::try_from(size_bytes).expect("segment size fits usize");
+        let seg = MemSegment::zeroed(name, len, self.simulate, Arc::downgrade(&self.state));
+        seg.write_durably(0, header);
         self.state.lock().segments.insert(name, seg);
         Ok(())
     }
 
     fn recycle_segment(&self, free_id: u64, base_lsn: u64, header: &[u8]) -> Result<()> {
-        let mut state = self.state.lock();
-        let old = state
-            .segments
-            .remove(&SegmentName::Free(free_id))
-            .ok_or_else(|| self.missing(SegmentName::Free(free_id)))?;
-        let mut bytes = old.slice(0, old.len as u64).to_vec();
-        bytes[..header.len()].copy_from_slice(header);
-        let name = SegmentName::Live(base_lsn);
-        state.segments.insert(
-            name,
-            MemSegment::new(name, &bytes, self.simulate, Arc::downgrade(&self.state)),
-        );
-        Ok(())
+        self.rename(
+            SegmentName::Free(free_id),
+            SegmentName::Live(base_lsn),
+            Some(header),
+        )
     }
 
     fn retire_segment(&self, base_lsn: u64, free_id: u64) -> Result<()> {
-        let mut state = self.state.lock();
-        let old = state
-            .segments
-            .remove(&SegmentName::Live(base_lsn))
-            .ok_or_else(|| self.missing(SegmentName::Live(base_lsn)))?;
-        let name = SegmentName::Free(free_id);
-        let bytes = old.slice(0, old.len as u64).to_vec();
-        state.segments.insert(
-            name,
-            MemSegment::new(name, &bytes, self.simulate, Arc::downgrade(&self.state)),
-        );
-        Ok(())
+        self.rename(
+            SegmentName::Live(base_lsn),
+            SegmentName::Free(free_id),
+            None,
+        )
     }
 
     fn remove_segment(&self, name: SegmentName) -> Result<()> {
