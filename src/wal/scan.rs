@@ -125,11 +125,8 @@ pub fn find_valid_records(
         }
         q += RECORD_ALIGN_BYTES;
         // A record's first 8 bytes are never all zero, so skip zero runs (the unwritten end of a segment) at
-        // memory speed: the next candidate is the 8-aligned start of the next non-zero byte.
-        match segment
-            .get(at + 8..)
-            .and_then(|rest| rest.iter().position(|&b| b != 0))
-        {
+        // memory speed: the next candidate is the 8-aligned start of the next non-zero block.
+        match segment.get(at + 8..).and_then(first_nonzero_block) {
             Some(nonzero) => {
                 q = q.max((at as u64 + 8 + nonzero as u64) & !(RECORD_ALIGN_BYTES - 1))
             }
@@ -137,6 +134,24 @@ pub fn find_valid_records(
         }
     }
     found
+}
+
+/// The start of the first 64-byte block of `bytes` holding a non-zero byte (a lower bound for the first non-zero
+/// byte). Each block is OR-folded without an early exit so that the loop vectorizes: ~memory speed.
+fn first_nonzero_block(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 64;
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    for (i, block) in blocks.by_ref().enumerate() {
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return Some(i * BLOCK);
+        }
+    }
+    let tail_start = bytes.len() - blocks.remainder().len();
+    blocks
+        .remainder()
+        .iter()
+        .any(|&b| b != 0)
+        .then_some(tail_start)
 }
 
 /// What recovery found, and what must be done to the segments before appending resumes.
