@@ -306,7 +306,7 @@ fn crash_log(rng_seed: u64) -> Vec<Vec<u8>> {
         }
     }
     wal.flush().unwrap();
-    let image = storage.crash_image(|| rng.random_bool(0.5));
+    let image = storage.crash_image(|_, _| rng.random_bool(0.5));
     drop(wal);
     let segments = live_segments(&image);
     // The real recovery must accept every crash image: check the seed matches what it reports.

@@ -23,9 +23,7 @@ use std::time::Duration;
 
 use collection_store::Error;
 use collection_store::wal::format::record_span_bytes;
-use collection_store::wal::{
-    Durability, LogStorage, MemStorage, RecordKind, RecoveryReport, Wal, WalOptions,
-};
+use collection_store::wal::{Durability, MemStorage, RecordKind, RecoveryReport, Wal, WalOptions};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -228,27 +226,21 @@ enum Survival {
 
 fn crash_image(storage: &MemStorage, survival: Survival, rng: &mut SmallRng) -> MemStorage {
     match survival {
-        Survival::AllLost => storage.crash_image(|| false),
-        Survival::AllKept => storage.crash_image(|| true),
+        Survival::AllLost => storage.crash_image(|_, _| false),
+        Survival::AllKept => storage.crash_image(|_, _| true),
         Survival::Random(p) => {
             let mut r = SmallRng::seed_from_u64(rng.random());
-            storage.crash_image(move || r.random_bool(p))
+            storage.crash_image(move |_, _| r.random_bool(p))
         }
         Survival::Aligned { bytes, p } => {
-            let lost = storage.crash_image(|| false);
-            let kept = storage.crash_image(|| true);
-            for name in kept.list_segments().unwrap() {
-                let (k, l) = (
-                    kept.segment_bytes(name).unwrap(),
-                    lost.segment_bytes(name).unwrap(),
-                );
-                for (i, (ks, ls)) in k.chunks(bytes).zip(l.chunks(bytes)).enumerate() {
-                    if ks != ls && rng.random_bool(p) {
-                        lost.poke(name, (i * bytes) as u64, ks);
-                    }
-                }
-            }
-            lost
+            // One decision per aligned block: every unsynced sector inside it survives or is lost together.
+            let mut blocks = std::collections::HashMap::new();
+            let mut r = SmallRng::seed_from_u64(rng.random());
+            storage.crash_image(move |name, offset| {
+                *blocks
+                    .entry((name, offset / bytes as u64))
+                    .or_insert_with(|| r.random_bool(p))
+            })
         }
     }
 }

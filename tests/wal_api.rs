@@ -214,7 +214,7 @@ fn failed_sync_poisons_and_reopen_recovers_the_synced_prefix() {
     ));
     assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
     drop(wal);
-    let image = Arc::new(storage.crash_image(|| false));
+    let image = Arc::new(storage.crash_image(|_, _| false));
     let (wal, report) = Wal::open_with_storage(image, small()).unwrap();
     assert_eq!(report.records, 1);
     assert_eq!(payloads(&wal)[0].1, b"kept");

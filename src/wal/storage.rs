@@ -402,12 +402,13 @@ impl MemStorage {
         self.state.lock().faults.syncs_left = syncs;
     }
 
-    /// What a disk could hold after power loss right now. `choose(sector_index)` returns, for each 512-byte sector
-    /// of each unsynced write (in write order), whether that sector reached the disk.
+    /// What a disk could hold after power loss right now, taken atomically. `choose(segment, sector_offset)` is
+    /// called for each 512-byte disk sector touched by each unsynced write (in write order) and says whether that
+    /// write's bytes in the sector reached the disk.
     ///
     /// # Panics
     /// If this storage was not made by [`MemStorage::simulated`].
-    pub fn crash_image(&self, mut choose: impl FnMut() -> bool) -> MemStorage {
+    pub fn crash_image(&self, mut choose: impl FnMut(SegmentName, u64) -> bool) -> MemStorage {
         assert!(self.simulate, "crash_image needs MemStorage::simulated()");
         let state = self.state.lock();
         let image = MemStorage::simulated();
@@ -423,7 +424,7 @@ impl MemStorage {
                     let mut at = start;
                     while at < end {
                         let sector_end = ((at / SECTOR_BYTES + 1) * SECTOR_BYTES).min(end);
-                        if choose() {
+                        if choose(*name, (at - at % SECTOR_BYTES) as u64) {
                             bytes[at..sector_end]
                                 .copy_from_slice(&data[at - start..sector_end - start]);
                         }
@@ -693,11 +694,11 @@ mod tests {
         seg.write_at(512, &[2; 512]).unwrap();
         seg.sync().unwrap();
         seg.write_at(1024, &[3; 1024]).unwrap();
-        let lost = storage.crash_image(|| false);
+        let lost = storage.crash_image(|_, _| false);
         let bytes = lost.segment_bytes(SegmentName::Live(0)).unwrap();
         assert_eq!((bytes[0], bytes[512], bytes[1024]), (1, 2, 0));
         let mut n = 0;
-        let torn = storage.crash_image(|| {
+        let torn = storage.crash_image(|_, _| {
             n += 1;
             n == 2
         });
