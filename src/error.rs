@@ -82,6 +82,83 @@ pub enum Error {
         /// Why it is not usable.
         reason: &'static str,
     },
+    /// The collection is already open with another document type.
+    #[error("collection {collection:?} holds {found}, not {requested}")]
+    WrongType {
+        /// The collection.
+        collection: String,
+        /// The type it was opened with (or whose documents failed validation).
+        found: String,
+        /// The type asked for.
+        requested: String,
+    },
+    /// A collection handle that belongs to another database.
+    #[error("collection {collection:?} is not a collection of this database")]
+    UnknownCollection {
+        /// The collection.
+        collection: String,
+    },
+    /// A document's archive is larger than the configured limit.
+    #[error(
+        "document of {len_bytes} bytes in {collection:?} exceeds the limit of {max_bytes} bytes"
+    )]
+    DocumentTooLarge {
+        /// The collection.
+        collection: String,
+        /// Its archived size.
+        len_bytes: usize,
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// Another transaction committed a write to the same document after this one started (first committer wins).
+    #[error(
+        "write conflict on document {id} of {collection:?}: another transaction committed it first; retry"
+    )]
+    Conflict {
+        /// The collection.
+        collection: String,
+        /// The document id.
+        id: u64,
+    },
+    /// A unique index already holds the key.
+    #[error("unique index {index:?} of {collection:?} already holds key {key} (document {holder})")]
+    UniqueViolation {
+        /// The collection.
+        collection: String,
+        /// The index.
+        index: String,
+        /// The key.
+        key: String,
+        /// The document holding it.
+        holder: u64,
+    },
+    /// An insert with an id that is already taken.
+    #[error("document {id} already exists in {collection:?}")]
+    DuplicateId {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: u64,
+    },
+    /// An update of a document that does not exist.
+    #[error("document {id} does not exist in {collection:?}")]
+    NotFound {
+        /// The collection.
+        collection: String,
+        /// The id.
+        id: u64,
+    },
+    /// No index of that name.
+    #[error("collection {collection:?} has no index {index:?}")]
+    UnknownIndex {
+        /// The collection.
+        collection: String,
+        /// The index asked for.
+        index: String,
+    },
+    /// A savepoint that does not belong to this transaction, or was already rolled back past.
+    #[error("savepoint {0} is not active in this transaction")]
+    InvalidSavepoint(usize),
     /// The log used all of its LSN space (2^30 segments).
     #[error("the log has used all of its LSN space")]
     LsnExhausted,

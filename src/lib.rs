@@ -25,12 +25,24 @@
 pub mod reserve;
 
 #[cfg(not(loom))]
+pub mod collection;
+#[cfg(not(loom))]
+pub mod db;
+#[cfg(not(loom))]
 pub mod error;
+#[cfg(not(loom))]
+pub mod txn;
 #[cfg(not(loom))]
 pub mod wal;
 
 #[cfg(not(loom))]
+pub use collection::{Document, IndexKey, Spec};
+#[cfg(not(loom))]
+pub use db::{Collection, CommitInfo, Database, Options, Snapshot};
+#[cfg(not(loom))]
 pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use txn::{Savepoint, Transaction};
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(all(doctest, not(loom)))]

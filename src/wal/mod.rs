@@ -615,19 +615,29 @@ impl Wal {
             .bytes_appended
             .fetch_add(total, Ordering::Relaxed);
         let end_lsn = lsn + total;
-        match durability {
-            Durability::None => {}
-            Durability::Os => self.flush_to(end_lsn)?,
-            Durability::Sync => {
-                self.counters.sync_requests.fetch_add(1, Ordering::Relaxed);
-                self.flush_to(end_lsn)?;
-                self.sync_to(end_lsn)?;
-            }
-        }
+        self.wait_durable(end_lsn, durability)?;
         Ok(AppendedGroup {
             first_lsn: lsn,
             end_lsn,
         })
+    }
+
+    /// Waits until everything below `end_lsn` (the end of an earlier append made with [`Durability::None`]) is as
+    /// durable as `durability` asks. This lets a caller append under its own lock and wait for durability outside
+    /// it, so that concurrent callers share syncs (group commit).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`], I/O errors.
+    pub fn wait_durable(&self, end_lsn: u64, durability: Durability) -> Result<()> {
+        match durability {
+            Durability::None => Ok(()),
+            Durability::Os => self.flush_to(end_lsn),
+            Durability::Sync => {
+                self.counters.sync_requests.fetch_add(1, Ordering::Relaxed);
+                self.flush_to(end_lsn)?;
+                self.sync_to(end_lsn)
+            }
+        }
     }
 
     /// Hands everything appended so far to the OS (like [`Durability::Os`] for all earlier appends).

@@ -1,0 +1,826 @@
+//! The database: opens and locks a data directory, recovers collections from the log, binds them to their Rust
+//! types, and publishes committed versions for readers.
+//!
+//! Publication (the invariant readers rely on): versions are published in commit order, each with one atomic
+//! pointer swap; a version is published only after the commits it contains are as durable as the strongest
+//! durability any of them asked for, so no reader sees what a crash could take back from a `Sync` commit.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
+use rkyv::util::AlignedVec;
+
+use crate::collection::{
+    self, ApplyError, CollectionVersion, Doc, Document, IndexDef, IndexKey, PrimaryKeyFn, Spec,
+};
+use crate::error::{Error, Result};
+use crate::txn::{Op, Transaction};
+use crate::wal::{Durability, RecordKind, RecoveryMode, RecoveryReport, Wal, WalOptions};
+
+/// Options for [`Database::open`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Durability of commits that do not choose their own.
+    pub durability: Durability,
+    /// Keep everything in memory; touch no disk (the directory is ignored).
+    pub in_memory: bool,
+    /// Size of each WAL segment (see [`WalOptions::segment_size_bytes`]).
+    pub segment_size_bytes: u64,
+    /// Largest archived document accepted.
+    pub max_document_bytes: usize,
+    /// What recovery does about corruption in the log.
+    pub recovery: RecoveryMode,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            in_memory: false,
+            segment_size_bytes: WalOptions::default().segment_size_bytes,
+            max_document_bytes: 1 << 20,
+            recovery: RecoveryMode::Strict,
+        }
+    }
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The commit's sequence number (0 for a transaction that wrote nothing).
+    pub seq: u64,
+    /// LSN just past the commit's log records (`None` for a transaction that wrote nothing).
+    pub end_lsn: Option<u64>,
+}
+
+/// One version of the whole database: every collection's version, by slot.
+#[derive(Debug, Default)]
+pub(crate) struct DbVersion {
+    pub(crate) seq: u64,
+    pub(crate) collections: Vec<Arc<CollectionVersion>>,
+}
+
+impl DbVersion {
+    pub(crate) fn collection(&self, slot: u32) -> Option<&CollectionVersion> {
+        self.collections.get(slot as usize).map(|c| &**c)
+    }
+}
+
+struct Binding {
+    type_id: TypeId,
+    type_name: &'static str,
+    defs: Arc<[IndexDef]>,
+    ids: Arc<AtomicU64>,
+    primary_key: Option<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+struct Slot {
+    name: Arc<str>,
+    /// The document type the log says this collection holds (see [`type_label`]).
+    declared_type: Option<String>,
+    binding: Option<Binding>,
+}
+
+#[derive(Default)]
+struct Catalog {
+    slots: Vec<Slot>,
+    by_name: HashMap<Arc<str>, u32>,
+}
+
+struct CommitState {
+    /// The newest committed version (possibly not yet durable or published): the next commit builds on it.
+    latest: Arc<DbVersion>,
+    /// End LSN of the newest `Sync` commit: commits after it publish only once it is durable.
+    last_sync_end: u64,
+}
+
+pub(crate) struct Inner {
+    pub(crate) wal: Wal,
+    pub(crate) options: Options,
+    published: ArcSwap<DbVersion>,
+    commit: Mutex<CommitState>,
+    publish: Mutex<()>,
+    catalog: RwLock<Catalog>,
+    recovery: RecoveryReport,
+    // Held for the life of the database: the flock on `LOCK`.
+    _lock: Option<File>,
+}
+
+/// An open database. Cheap to clone; all clones share one state. `Send + Sync`.
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("seq", &self.inner.published.load().seq)
+            .finish_non_exhaustive()
+    }
+}
+
+const OP_PUT: u8 = 1;
+const OP_REMOVE: u8 = 2;
+/// Declares the document type of a collection (payload: the type's label).
+const OP_DECLARE: u8 = 3;
+
+/// The label stored for a document type: `std::any::type_name` without module paths, so that moving a type between
+/// modules keeps its collections readable while a different type is refused. (Bytecheck alone cannot tell apart two
+/// types whose archives happen to be valid for each other.)
+#[must_use]
+pub fn type_label<T: ?Sized>() -> String {
+    let full = std::any::type_name::<T>();
+    let mut out = String::with_capacity(full.len());
+    let mut token_start = 0;
+    let mut chars = full.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ':' && chars.peek() == Some(&':') {
+            chars.next();
+            out.truncate(token_start);
+            continue;
+        }
+        out.push(c);
+        if !(c.is_alphanumeric() || c == '_') {
+            token_start = out.len();
+        }
+    }
+    out
+}
+
+impl Database {
+    /// Opens (creating if needed) the database in `dir`, locks it, and replays its log.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another handle holds the directory; log recovery errors; I/O errors.
+    pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
+        let wal_options = WalOptions {
+            segment_size_bytes: options.segment_size_bytes,
+            recovery: options.recovery,
+            ..WalOptions::default()
+        };
+        if options.in_memory {
+            let wal = Wal::open_in_memory(wal_options)?;
+            return Self::with_wal(wal, RecoveryReport::default(), options, None);
+        }
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("flock", &lock_path, e)),
+        }
+        let (wal, report) = Wal::open(dir.join("wal"), wal_options)?;
+        Self::with_wal(wal, report, options, Some(lock))
+    }
+
+    fn with_wal(
+        wal: Wal,
+        recovery: RecoveryReport,
+        options: Options,
+        lock: Option<File>,
+    ) -> Result<Self> {
+        let mut catalog = Catalog::default();
+        let version = replay(&wal, &mut catalog)?;
+        let version = Arc::new(version);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                wal,
+                options,
+                published: ArcSwap::new(Arc::clone(&version)),
+                commit: Mutex::new(CommitState {
+                    latest: version,
+                    last_sync_end: 0,
+                }),
+                publish: Mutex::new(()),
+                catalog: RwLock::new(catalog),
+                recovery,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// What the log's recovery found at open.
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The log (for statistics and tests).
+    #[must_use]
+    pub fn wal(&self) -> &Wal {
+        &self.inner.wal
+    }
+
+    /// Opens collection `name` holding `T`, creating it if it does not exist. The first open in a process binds
+    /// the name to `T` and builds the indexes of `spec` (validating every recovered document as a `T` once);
+    /// later opens with the same `T` return the same collection (and their `spec` is ignored).
+    ///
+    /// # Errors
+    /// [`Error::WrongType`] if the name is bound to another type or its documents do not validate as `T`;
+    /// [`Error::UniqueViolation`] if recovered documents break a unique index of `spec`.
+    pub fn collection<T: Document>(&self, name: &str, spec: Spec<T>) -> Result<Collection<T>> {
+        let mut catalog = self.inner.catalog.write();
+        let requested = std::any::type_name::<T>();
+        if let Some(&slot) = catalog.by_name.get(name)
+            && let Some(binding) = &catalog.slots[slot as usize].binding
+        {
+            if binding.type_id != TypeId::of::<T>() {
+                return Err(Error::WrongType {
+                    collection: name.into(),
+                    found: binding.type_name.into(),
+                    requested: requested.into(),
+                });
+            }
+            return Ok(Collection::from_binding(
+                Arc::clone(&self.inner),
+                slot,
+                &catalog.slots[slot as usize].name,
+                binding,
+            ));
+        }
+        let defs: Arc<[IndexDef]> = spec.indexes.into();
+        // Bind under the commit lock, once every commit in flight is published, so the new slot cannot be lost by a
+        // publication of a version built before it.
+        let mut commit = self.inner.commit.lock();
+        while self.inner.published.load().seq != commit.latest.seq {
+            std::thread::yield_now();
+        }
+        let slot = match catalog.by_name.get(name) {
+            Some(&slot) => slot,
+            None => {
+                let slot = u32::try_from(catalog.slots.len()).expect("fewer than 2^32 collections");
+                let name: Arc<str> = name.into();
+                catalog.slots.push(Slot {
+                    name: Arc::clone(&name),
+                    declared_type: None,
+                    binding: None,
+                });
+                catalog.by_name.insert(name, slot);
+                slot
+            }
+        };
+        let label = type_label::<T>();
+        match &catalog.slots[slot as usize].declared_type {
+            Some(declared) if *declared != label => {
+                return Err(Error::WrongType {
+                    collection: name.into(),
+                    found: declared.clone(),
+                    requested: label,
+                });
+            }
+            Some(_) => {}
+            None => {
+                let declare = encode_raw_op(OP_DECLARE, name, 0, label.as_bytes());
+                let seq = commit.latest.seq.to_le_bytes();
+                let group = self.inner.wal.append_group(
+                    &[(RecordKind::Data, &declare), (RecordKind::Commit, &seq)],
+                    Durability::None,
+                )?;
+                commit.last_sync_end = group.end_lsn;
+                self.inner
+                    .wal
+                    .wait_durable(group.end_lsn, Durability::Sync)?;
+                catalog.slots[slot as usize].declared_type = Some(label);
+            }
+        }
+        let stored = commit.latest.collection(slot).cloned().unwrap_or_default();
+        for (id, doc) in stored.iter_from(Bound::Unbounded) {
+            collection::validate::<T>(&doc.bytes).map_err(|e| Error::WrongType {
+                collection: name.into(),
+                found: format!("document {id} that does not validate ({e})"),
+                requested: requested.into(),
+            })?;
+        }
+        let indexed = stored
+            .with_indexes(&defs)
+            .map_err(|e| apply_error(name, e))?;
+        let mut collections = commit.latest.collections.clone();
+        collections.resize_with(collections.len().max(slot as usize + 1), Arc::default);
+        collections[slot as usize] = Arc::new(indexed);
+        let version = Arc::new(DbVersion {
+            seq: commit.latest.seq,
+            collections,
+        });
+        commit.latest = Arc::clone(&version);
+        self.inner.published.store(version);
+        let binding = Binding {
+            type_id: TypeId::of::<T>(),
+            type_name: requested,
+            defs,
+            ids: Arc::new(AtomicU64::new(stored.next_id())),
+            primary_key: spec
+                .primary_key
+                .map(|f| Arc::new(f) as Arc<dyn std::any::Any + Send + Sync>),
+        };
+        let slot_entry = &mut catalog.slots[slot as usize];
+        slot_entry.binding = Some(binding);
+        let binding = slot_entry.binding.as_ref().expect("just bound");
+        Ok(Collection::from_binding(
+            Arc::clone(&self.inner),
+            slot,
+            &slot_entry.name,
+            binding,
+        ))
+    }
+
+    /// A read snapshot of the latest published version. Never blocks, and is never blocked.
+    #[must_use]
+    pub fn read(&self) -> Snapshot {
+        Snapshot {
+            version: self.inner.published.load_full(),
+        }
+    }
+
+    /// Begins a write transaction with the database's default durability.
+    #[must_use]
+    pub fn begin(&self) -> Transaction<'_> {
+        self.begin_with(self.inner.options.durability)
+    }
+
+    /// Begins a write transaction whose commit waits for `durability`.
+    #[must_use]
+    pub fn begin_with(&self, durability: Durability) -> Transaction<'_> {
+        Transaction::new(self, self.inner.published.load_full(), durability)
+    }
+
+    /// Inserts one document in its own transaction. Returns its id.
+    ///
+    /// # Errors
+    /// As [`Transaction::insert`] and [`Transaction::commit`].
+    pub fn insert<T: Document>(&self, collection: &Collection<T>, value: &T) -> Result<u64> {
+        let mut tx = self.begin();
+        let id = tx.insert(collection, value)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Inserts or replaces document `id` in its own transaction.
+    ///
+    /// # Errors
+    /// As [`Transaction::put`] and [`Transaction::commit`].
+    pub fn put<T: Document>(&self, collection: &Collection<T>, id: u64, value: &T) -> Result<()> {
+        let mut tx = self.begin();
+        tx.put(collection, id, value)?;
+        tx.commit().map(|_| ())
+    }
+
+    /// Removes document `id` in its own transaction. Returns whether it existed.
+    ///
+    /// # Errors
+    /// As [`Transaction::commit`].
+    pub fn remove<T: Document>(&self, collection: &Collection<T>, id: u64) -> Result<bool> {
+        let mut tx = self.begin();
+        let existed = tx.remove(collection, id)?;
+        tx.commit()?;
+        Ok(existed)
+    }
+}
+
+fn apply_error(collection: &str, error: ApplyError) -> Error {
+    match error {
+        ApplyError::Unique { index, key, holder } => Error::UniqueViolation {
+            collection: collection.into(),
+            index: index.to_string(),
+            key,
+            holder,
+        },
+    }
+}
+
+impl Inner {
+    /// Commits `ops` read from `snapshot`: conflict and unique checks, one log group, the durable wait, then
+    /// publication in commit order.
+    pub(crate) fn commit(
+        &self,
+        snapshot: &DbVersion,
+        ops: &[Op],
+        durability: Durability,
+    ) -> Result<CommitInfo> {
+        if ops.is_empty() {
+            return Ok(CommitInfo {
+                seq: snapshot.seq,
+                end_lsn: None,
+            });
+        }
+        let mut state = self.commit.lock();
+        let latest = Arc::clone(&state.latest);
+        for op in ops {
+            if let Some(seq) = latest
+                .collection(op.slot)
+                .and_then(|c| c.last_write_seq(op.id))
+                && seq > snapshot.seq
+            {
+                return Err(Error::Conflict {
+                    collection: op.name.to_string(),
+                    id: op.id,
+                });
+            }
+        }
+        let seq = latest.seq + 1;
+        let mut collections = latest.collections.clone();
+        for op in ops {
+            let slot = op.slot as usize;
+            collections.resize_with(collections.len().max(slot + 1), Arc::default);
+            let version = Arc::make_mut(&mut collections[slot]);
+            match &op.doc {
+                Some(bytes) => version
+                    .put(
+                        &op.defs,
+                        op.id,
+                        Doc {
+                            bytes: Arc::clone(bytes),
+                            seq,
+                        },
+                    )
+                    .map_err(|e| apply_error(&op.name, e))?,
+                None => {
+                    version.remove(&op.defs, op.id, seq);
+                }
+            }
+        }
+        let payloads: Vec<Vec<u8>> = ops.iter().map(encode_op).collect();
+        let seq_bytes = seq.to_le_bytes();
+        let mut records: Vec<(RecordKind, &[u8])> = payloads
+            .iter()
+            .map(|p| (RecordKind::Data, p.as_slice()))
+            .collect();
+        records.push((RecordKind::Commit, &seq_bytes));
+        let group = self.wal.append_group(&records, Durability::None)?;
+        if durability == Durability::Sync {
+            state.last_sync_end = group.end_lsn;
+        }
+        let must_be_durable = state.last_sync_end;
+        let version = Arc::new(DbVersion { seq, collections });
+        state.latest = Arc::clone(&version);
+        drop(state);
+
+        // Outside the commit lock, so that concurrent commits share one sync (group commit).
+        self.wal.wait_durable(group.end_lsn, durability)?;
+        if must_be_durable > self.wal.durable_lsn() {
+            self.wal.wait_durable(must_be_durable, Durability::Sync)?;
+        }
+        let _publish = self.publish.lock();
+        if self.published.load().seq < seq {
+            self.published.store(version);
+        }
+        Ok(CommitInfo {
+            seq,
+            end_lsn: Some(group.end_lsn),
+        })
+    }
+}
+
+fn encode_op(op: &Op) -> Vec<u8> {
+    match &op.doc {
+        Some(doc) => encode_raw_op(OP_PUT, &op.name, op.id, doc),
+        None => encode_raw_op(OP_REMOVE, &op.name, op.id, &[]),
+    }
+}
+
+/// DATA payload: `op: u8`, `name_len: u16`, `name`, `id: u64`, then the document (or type label) bytes.
+fn encode_raw_op(op: u8, name: &str, id: u64, body: &[u8]) -> Vec<u8> {
+    let name = name.as_bytes();
+    let mut out = Vec::with_capacity(1 + 2 + name.len() + 8 + body.len());
+    out.push(op);
+    out.extend_from_slice(
+        &u16::try_from(name.len())
+            .expect("collection names are short")
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(name);
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A decoded DATA record.
+struct DecodedOp<'a> {
+    op: u8,
+    name: &'a str,
+    id: u64,
+    body: &'a [u8],
+}
+
+fn decode_op(payload: &[u8]) -> Option<DecodedOp<'_>> {
+    let (&op, rest) = payload.split_first()?;
+    let name_len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
+    let name = std::str::from_utf8(rest.get(2..2 + name_len)?).ok()?;
+    let rest = rest.get(2 + name_len..)?;
+    let id = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+    let body = &rest[8..];
+    match op {
+        OP_PUT | OP_DECLARE => Some(DecodedOp { op, name, id, body }),
+        OP_REMOVE if body.is_empty() => Some(DecodedOp { op, name, id, body }),
+        _ => None,
+    }
+}
+
+/// Rebuilds the committed state from the log: every complete group that ends with COMMIT is redone, in log order;
+/// anything else is discarded. Collections are untyped (no indexes) until [`Database::collection`] binds them.
+fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<DbVersion> {
+    let mut version = DbVersion::default();
+    let mut group: Vec<crate::wal::Record> = Vec::new();
+    for record in wal.iter_from(wal.start_lsn())? {
+        let record = record?;
+        let ends_group = !record.group_continues();
+        group.push(record);
+        if !ends_group {
+            continue;
+        }
+        let commit = group.last().expect("group has a record");
+        if commit.kind() == RecordKind::Commit {
+            let seq = u64::from_le_bytes(
+                commit
+                    .payload()
+                    .try_into()
+                    .map_err(|_| corrupt_record(commit, "COMMIT payload is not 8 bytes"))?,
+            );
+            for data in &group[..group.len() - 1] {
+                let op = decode_op(data.payload())
+                    .ok_or_else(|| corrupt_record(data, "malformed DATA payload"))?;
+                let slot = match catalog.by_name.get(op.name) {
+                    Some(&slot) => slot,
+                    None => {
+                        let slot = u32::try_from(catalog.slots.len())
+                            .expect("fewer than 2^32 collections");
+                        let name: Arc<str> = op.name.into();
+                        catalog.slots.push(Slot {
+                            name: Arc::clone(&name),
+                            declared_type: None,
+                            binding: None,
+                        });
+                        catalog.by_name.insert(name, slot);
+                        slot
+                    }
+                } as usize;
+                version
+                    .collections
+                    .resize_with(version.collections.len().max(slot + 1), Arc::default);
+                let collection = Arc::make_mut(&mut version.collections[slot]);
+                match op.op {
+                    OP_PUT => {
+                        let mut aligned = AlignedVec::with_capacity(op.body.len());
+                        aligned.extend_from_slice(op.body);
+                        collection
+                            .put(
+                                &[],
+                                op.id,
+                                Doc {
+                                    bytes: Arc::new(aligned),
+                                    seq,
+                                },
+                            )
+                            .map_err(|_| corrupt_record(data, "unindexed put failed"))?;
+                    }
+                    OP_REMOVE => {
+                        collection.remove(&[], op.id, seq);
+                    }
+                    _ => {
+                        let label = std::str::from_utf8(op.body)
+                            .map_err(|_| corrupt_record(data, "type label is not UTF-8"))?;
+                        catalog.slots[slot].declared_type = Some(label.to_owned());
+                    }
+                }
+            }
+            version.seq = version.seq.max(seq);
+        }
+        group.clear();
+    }
+    Ok(version)
+}
+
+fn corrupt_record(record: &crate::wal::Record, reason: &str) -> Error {
+    Error::Corruption {
+        file: "wal".into(),
+        offset: record.lsn(),
+        reason: reason.into(),
+    }
+}
+
+/// A typed handle on a collection. Cheap to clone.
+pub struct Collection<T: Document> {
+    pub(crate) db: Arc<Inner>,
+    pub(crate) slot: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) defs: Arc<[IndexDef]>,
+    pub(crate) ids: Arc<AtomicU64>,
+    pub(crate) primary_key: Option<PrimaryKeyFn<T>>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Document> Clone for Collection<T> {
+    fn clone(&self) -> Self {
+        Self {
+            db: Arc::clone(&self.db),
+            slot: self.slot,
+            name: Arc::clone(&self.name),
+            defs: Arc::clone(&self.defs),
+            ids: Arc::clone(&self.ids),
+            primary_key: self.primary_key.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: Document> std::fmt::Debug for Collection<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection")
+            .field("name", &self.name)
+            .field("type", &std::any::type_name::<T>())
+            .finish()
+    }
+}
+
+impl<T: Document> Collection<T> {
+    fn from_binding(db: Arc<Inner>, slot: u32, name: &Arc<str>, binding: &Binding) -> Self {
+        let primary_key = binding.primary_key.as_ref().map(|any| {
+            Arc::clone(
+                any.downcast_ref::<PrimaryKeyFn<T>>()
+                    .expect("binding's type was checked"),
+            )
+        });
+        Self {
+            db,
+            slot,
+            name: Arc::clone(name),
+            defs: Arc::clone(&binding.defs),
+            ids: Arc::clone(&binding.ids),
+            primary_key,
+            _type: PhantomData,
+        }
+    }
+
+    /// The collection's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn check_owner(&self, db: &Database) -> Result<()> {
+        if Arc::ptr_eq(&self.db, &db.inner) {
+            Ok(())
+        } else {
+            Err(Error::UnknownCollection {
+                collection: self.name.to_string(),
+            })
+        }
+    }
+
+    pub(crate) fn index_position(&self, index: &str) -> Result<usize> {
+        self.defs
+            .iter()
+            .position(|d| &*d.name == index)
+            .ok_or_else(|| Error::UnknownIndex {
+                collection: self.name.to_string(),
+                index: index.into(),
+            })
+    }
+}
+
+/// A consistent, immutable view of the database. Holding it never blocks writers.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub(crate) version: Arc<DbVersion>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("seq", &self.version.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Documents of a collection in some order, as `(id, &T::Archived)`.
+pub type Docs<'s, T> =
+    Box<dyn DoubleEndedIterator<Item = (u64, &'s <T as rkyv::Archive>::Archived)> + 's>;
+
+impl Snapshot {
+    /// Sequence number of the last commit visible in this snapshot.
+    #[must_use]
+    pub fn seq(&self) -> u64 {
+        self.version.seq
+    }
+
+    fn version_of<T: Document>(&self, collection: &Collection<T>) -> Option<&CollectionVersion> {
+        self.version.collection(collection.slot)
+    }
+
+    /// The document with this id.
+    #[must_use]
+    pub fn get<T: Document>(&self, collection: &Collection<T>, id: u64) -> Option<&T::Archived> {
+        self.version_of(collection)?
+            .get(id)
+            .map(|d| collection::archived::<T>(&d.bytes))
+    }
+
+    /// Number of documents.
+    #[must_use]
+    pub fn count<T: Document>(&self, collection: &Collection<T>) -> usize {
+        self.version_of(collection)
+            .map_or(0, CollectionVersion::len)
+    }
+
+    /// Every document in id order (use `.rev()` for descending, `.next()` / `.next_back()` for first / last).
+    #[must_use]
+    pub fn iter<'s, T: Document>(&'s self, collection: &Collection<T>) -> Docs<'s, T> {
+        match self.version_of(collection) {
+            Some(v) => Box::new(
+                v.iter_from(Bound::Unbounded)
+                    .map(|(id, d)| (id, collection::archived::<T>(&d.bytes))),
+            ),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+
+    /// Documents whose key in `index` lies in `range`, in index order (ties by id). `.next()` is the lowest,
+    /// `.next_back()` the greatest: index lookups, not scans.
+    ///
+    /// # Errors
+    /// [`Error::UnknownIndex`].
+    pub fn range<'s, T: Document, K: IndexKey>(
+        &'s self,
+        collection: &Collection<T>,
+        index: &str,
+        range: impl RangeBounds<K>,
+    ) -> Result<Docs<'s, T>> {
+        let position = collection.index_position(index)?;
+        let Some(version) = self.version_of(collection) else {
+            return Ok(Box::new(std::iter::empty()));
+        };
+        let encode = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.to_key_bytes()),
+            Bound::Excluded(k) => Bound::Excluded(k.to_key_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let ids = version.index_range(
+            position,
+            encode(range.start_bound()),
+            encode(range.end_bound()),
+        );
+        Ok(Box::new(ids.map(move |id| {
+            let doc = version.get(id).expect("index entries point at documents");
+            (id, collection::archived::<T>(&doc.bytes))
+        })))
+    }
+
+    /// Documents whose key in `index` equals `key` (at most one for a unique index).
+    ///
+    /// # Errors
+    /// [`Error::UnknownIndex`].
+    pub fn find<'s, T: Document, K: IndexKey>(
+        &'s self,
+        collection: &Collection<T>,
+        index: &str,
+        key: &K,
+    ) -> Result<Docs<'s, T>> {
+        self.range::<T, K>(
+            collection,
+            index,
+            (Bound::Included(key), Bound::Included(key)),
+        )
+    }
+
+    /// The first document whose key in `index` equals `key`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownIndex`].
+    pub fn find_one<'s, T: Document, K: IndexKey>(
+        &'s self,
+        collection: &Collection<T>,
+        index: &str,
+        key: &K,
+    ) -> Result<Option<(u64, &'s T::Archived)>> {
+        Ok(self.find(collection, index, key)?.next())
+    }
+
+    /// Checks every index of `collection` against its documents (for tests and verification).
+    ///
+    /// # Errors
+    /// A description of the first disagreement.
+    pub fn check_indexes<T: Document>(
+        &self,
+        collection: &Collection<T>,
+    ) -> std::result::Result<(), String> {
+        self.version_of(collection)
+            .map_or(Ok(()), |v| v.check_indexes(&collection.defs))
+    }
+}

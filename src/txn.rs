@@ -1,0 +1,242 @@
+//! Write transactions: snapshot isolation with first-committer-wins conflict detection, savepoints, and the
+//! commit protocol (see [`crate::db`] for publication).
+//!
+//! A transaction reads the snapshot it began with plus its own writes, and buffers its writes as a list of
+//! operations. Nothing is visible to anyone else, or written to the log, before commit. Rollback (or drop) discards
+//! the buffer; a savepoint is a position in it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rkyv::util::AlignedVec;
+
+use crate::collection::{self, DocBytes, Document, IndexDef};
+use crate::db::{Collection, CommitInfo, Database, DbVersion};
+use crate::error::{Error, Result};
+use crate::wal::Durability;
+
+/// One buffered write.
+#[derive(Clone)]
+pub(crate) struct Op {
+    pub(crate) slot: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) defs: Arc<[IndexDef]>,
+    pub(crate) id: u64,
+    /// The new document, or `None` for a removal.
+    pub(crate) doc: Option<DocBytes>,
+}
+
+/// A position in a transaction to roll back to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Savepoint(usize);
+
+/// A write transaction. Commit with [`Transaction::commit`]; dropping it rolls it back.
+pub struct Transaction<'db> {
+    db: &'db Database,
+    snapshot: Arc<DbVersion>,
+    durability: Durability,
+    ops: Vec<Op>,
+    /// (slot, id) → index in `ops` of the latest write of that document.
+    latest: HashMap<(u32, u64), usize>,
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("snapshot_seq", &self.snapshot.seq)
+            .field("writes", &self.ops.len())
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'db> Transaction<'db> {
+    pub(crate) fn new(db: &'db Database, snapshot: Arc<DbVersion>, durability: Durability) -> Self {
+        Self {
+            db,
+            snapshot,
+            durability,
+            ops: Vec::new(),
+            latest: HashMap::new(),
+        }
+    }
+
+    /// The document with this id as this transaction sees it: its own writes over its snapshot.
+    #[must_use]
+    pub fn get<T: Document>(&self, collection: &Collection<T>, id: u64) -> Option<&T::Archived> {
+        match self.latest.get(&(collection.slot, id)) {
+            Some(&i) => self.ops[i].doc.as_deref().map(collection::archived::<T>),
+            None => self
+                .snapshot
+                .collection(collection.slot)?
+                .get(id)
+                .map(|d| collection::archived::<T>(&d.bytes)),
+        }
+    }
+
+    fn exists<T: Document>(&self, collection: &Collection<T>, id: u64) -> bool {
+        self.get(collection, id).is_some()
+    }
+
+    fn serialize<T: Document>(&self, collection: &Collection<T>, value: &T) -> Result<AlignedVec> {
+        collection.check_owner(self.db)?;
+        let bytes = collection::serialize(value)
+            .map_err(|e| Error::InvalidOptions(format!("serialization failed: {e}")))?;
+        let max = self.db.inner.options.max_document_bytes;
+        if bytes.len() > max {
+            return Err(Error::DocumentTooLarge {
+                collection: collection.name.to_string(),
+                len_bytes: bytes.len(),
+                max_bytes: max,
+            });
+        }
+        Ok(bytes)
+    }
+
+    fn push<T: Document>(&mut self, collection: &Collection<T>, id: u64, doc: Option<DocBytes>) {
+        self.latest.insert((collection.slot, id), self.ops.len());
+        self.ops.push(Op {
+            slot: collection.slot,
+            name: Arc::clone(&collection.name),
+            defs: Arc::clone(&collection.defs),
+            id,
+            doc,
+        });
+    }
+
+    /// Inserts a new document and returns its id: allocated by auto-increment, or taken from the document by the
+    /// collection's primary-key function.
+    ///
+    /// # Errors
+    /// [`Error::DuplicateId`] if the id is taken; [`Error::DocumentTooLarge`]; [`Error::UnknownCollection`].
+    pub fn insert<T: Document>(&mut self, collection: &Collection<T>, value: &T) -> Result<u64> {
+        let bytes = self.serialize(collection, value)?;
+        let id = match &collection.primary_key {
+            Some(key) => key(collection::archived::<T>(&bytes)),
+            None => collection.ids.fetch_add(1, Ordering::Relaxed),
+        };
+        if self.exists(collection, id) {
+            return Err(Error::DuplicateId {
+                collection: collection.name.to_string(),
+                id,
+            });
+        }
+        self.push(collection, id, Some(Arc::new(bytes)));
+        Ok(id)
+    }
+
+    /// Inserts or replaces document `id` (upsert).
+    ///
+    /// # Errors
+    /// [`Error::DocumentTooLarge`]; [`Error::UnknownCollection`].
+    pub fn put<T: Document>(
+        &mut self,
+        collection: &Collection<T>,
+        id: u64,
+        value: &T,
+    ) -> Result<()> {
+        let bytes = self.serialize(collection, value)?;
+        collection
+            .ids
+            .fetch_max(id.saturating_add(1), Ordering::Relaxed);
+        self.push(collection, id, Some(Arc::new(bytes)));
+        Ok(())
+    }
+
+    /// Replaces existing document `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if it does not exist; as [`Transaction::put`].
+    pub fn update<T: Document>(
+        &mut self,
+        collection: &Collection<T>,
+        id: u64,
+        value: &T,
+    ) -> Result<()> {
+        if !self.exists(collection, id) {
+            return Err(Error::NotFound {
+                collection: collection.name.to_string(),
+                id,
+            });
+        }
+        self.put(collection, id, value)
+    }
+
+    /// Replaces existing document `id` with what `change` makes of its current (archived) value.
+    ///
+    /// # Errors
+    /// As [`Transaction::update`].
+    pub fn modify<T: Document>(
+        &mut self,
+        collection: &Collection<T>,
+        id: u64,
+        change: impl FnOnce(&T::Archived) -> T,
+    ) -> Result<()> {
+        let current = self.get(collection, id).ok_or_else(|| Error::NotFound {
+            collection: collection.name.to_string(),
+            id,
+        })?;
+        let value = change(current);
+        self.put(collection, id, &value)
+    }
+
+    /// Removes document `id`. Returns whether it existed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownCollection`].
+    pub fn remove<T: Document>(&mut self, collection: &Collection<T>, id: u64) -> Result<bool> {
+        collection.check_owner(self.db)?;
+        if !self.exists(collection, id) {
+            return Ok(false);
+        }
+        self.push(collection, id, None);
+        Ok(true)
+    }
+
+    /// Marks the current point: [`Transaction::rollback_to`] undoes every write made after it.
+    #[must_use]
+    pub fn savepoint(&self) -> Savepoint {
+        Savepoint(self.ops.len())
+    }
+
+    /// Undoes every write made after `savepoint` (which stays valid for further rollbacks).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSavepoint`] if writes were already rolled back to before it.
+    pub fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
+        if savepoint.0 > self.ops.len() {
+            return Err(Error::InvalidSavepoint(savepoint.0));
+        }
+        self.ops.truncate(savepoint.0);
+        self.latest = self
+            .ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| ((op.slot, op.id), i))
+            .collect();
+        Ok(())
+    }
+
+    /// Commits: checks for conflicts (another transaction committed a write to a document this one wrote, after
+    /// this one began) and unique indexes, writes one log group, waits for the transaction's durability, and
+    /// publishes the new version in commit order.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`], [`Error::UniqueViolation`]: nothing was written; retry. [`Error::Poisoned`] and I/O
+    /// errors: the outcome is unknown until the database is reopened.
+    pub fn commit(self) -> Result<CommitInfo> {
+        // Only the last write of each document goes to the log and the new version.
+        let last: Vec<Op> = self
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(i, op)| self.latest.get(&(op.slot, op.id)) == Some(i))
+            .map(|(_, op)| op.clone())
+            .collect();
+        self.db.inner.commit(&self.snapshot, &last, self.durability)
+    }
+
+    /// Discards every write (the same as dropping the transaction).
+    pub fn rollback(self) {}
+}

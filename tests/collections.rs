@@ -1,0 +1,257 @@
+//! Typed collections and transactions through the public API.
+
+use collection_store::wal::Durability;
+use collection_store::{Database, Error, Options, Spec};
+use rkyv::{Archive, Serialize};
+
+#[derive(Archive, Serialize, Debug, Clone, PartialEq)]
+struct User {
+    name: String,
+    email: String,
+    age: u32,
+    team: Option<String>,
+}
+
+fn user(name: &str, age: u32, team: Option<&str>) -> User {
+    User {
+        name: name.into(),
+        email: format!("{name}@x.io"),
+        age,
+        team: team.map(Into::into),
+    }
+}
+
+fn spec() -> Spec<User> {
+    Spec::new()
+        .unique("email", |u: &ArchivedUser| u.email.to_string())
+        .index("age", |u: &ArchivedUser| u.age.to_native())
+        .sparse("team_age", false, |u: &ArchivedUser| {
+            u.team.as_ref().map(|t| (t.to_string(), u.age.to_native()))
+        })
+}
+
+#[test]
+fn crud_indexes_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ann, bob);
+    {
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        let users = db.collection("users", spec()).unwrap();
+        ann = db.insert(&users, &user("ann", 30, Some("red"))).unwrap();
+        bob = db.insert(&users, &user("bob", 25, None)).unwrap();
+        let mut tx = db.begin();
+        tx.insert(&users, &user("cid", 41, Some("red"))).unwrap();
+        tx.modify(&users, bob, |u| User {
+            age: u.age.to_native() + 1,
+            ..user("bob", 0, Some("blue"))
+        })
+        .unwrap();
+        assert_eq!(tx.get(&users, bob).unwrap().age, 26);
+        assert_eq!(
+            db.read().get(&users, bob).unwrap().age,
+            25,
+            "uncommitted writes are invisible"
+        );
+        tx.commit().unwrap();
+        let snap = db.read();
+        assert_eq!(snap.count(&users), 3);
+        assert_eq!(snap.get(&users, ann).unwrap().name, "ann");
+        let by_age: Vec<_> = snap
+            .range(&users, "age", 26u32..)
+            .unwrap()
+            .map(|(_, u)| u.name.to_string())
+            .collect();
+        assert_eq!(by_age, ["bob", "ann", "cid"]);
+        let (id, _) = snap
+            .find_one(&users, "email", &"bob@x.io".to_string())
+            .unwrap()
+            .unwrap();
+        assert_eq!(id, bob);
+        let red: Vec<_> = snap
+            .range(
+                &users,
+                "team_age",
+                ("red".to_string(), 0u32)..=("red".to_string(), u32::MAX),
+            )
+            .unwrap()
+            .map(|(_, u)| u.name.to_string())
+            .collect();
+        assert_eq!(red, ["ann", "cid"]);
+        assert_eq!(
+            snap.range::<_, u32>(&users, "age", ..)
+                .unwrap()
+                .next_back()
+                .unwrap()
+                .1
+                .name,
+            "cid"
+        );
+        snap.check_indexes(&users).unwrap();
+    }
+    let db = Database::open(dir.path(), Options::default()).unwrap();
+    let users = db.collection("users", spec()).unwrap();
+    let snap = db.read();
+    assert_eq!(snap.count(&users), 3);
+    assert_eq!(snap.get(&users, bob).unwrap().team.as_deref(), Some("blue"));
+    snap.check_indexes(&users).unwrap();
+    let next = db.insert(&users, &user("dan", 50, None)).unwrap();
+    assert!(next > ann.max(bob));
+}
+
+#[test]
+fn unique_violation_names_index_and_key_and_writes_nothing() {
+    let db = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let users = db.collection("users", spec()).unwrap();
+    db.insert(&users, &user("ann", 30, None)).unwrap();
+    let mut tx = db.begin();
+    tx.insert(&users, &user("zed", 1, None)).unwrap();
+    tx.insert(&users, &user("ann", 31, None)).unwrap();
+    match tx.commit() {
+        Err(Error::UniqueViolation { index, key, .. }) => {
+            assert_eq!(index, "email");
+            assert!(key.contains("ann@x.io"), "{key}");
+        }
+        other => panic!("expected a unique violation, got {other:?}"),
+    }
+    assert_eq!(db.read().count(&users), 1);
+}
+
+#[test]
+fn first_committer_wins() {
+    let db = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let users = db.collection("users", spec()).unwrap();
+    let id = db.insert(&users, &user("ann", 30, None)).unwrap();
+    let mut a = db.begin();
+    let mut b = db.begin();
+    a.update(&users, id, &user("ann", 31, None)).unwrap();
+    b.update(&users, id, &user("ann", 32, None)).unwrap();
+    a.commit().unwrap();
+    assert!(matches!(b.commit(), Err(Error::Conflict { id: i, .. }) if i == id));
+    assert_eq!(db.read().get(&users, id).unwrap().age, 31);
+}
+
+#[test]
+fn savepoints_roll_back_part_of_a_transaction() {
+    let db = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let users = db.collection("users", spec()).unwrap();
+    let mut tx = db.begin();
+    let a = tx.insert(&users, &user("ann", 30, None)).unwrap();
+    let sp = tx.savepoint();
+    let b = tx.insert(&users, &user("bob", 30, None)).unwrap();
+    tx.update(&users, a, &user("ann", 99, None)).unwrap();
+    tx.rollback_to(sp).unwrap();
+    assert!(tx.get(&users, b).is_none());
+    assert_eq!(tx.get(&users, a).unwrap().age, 30);
+    tx.commit().unwrap();
+    assert_eq!(db.read().count(&users), 1);
+}
+
+#[test]
+fn readers_keep_their_snapshot() {
+    let db = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            durability: Durability::None,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let users = db.collection("users", spec()).unwrap();
+    let id = db.insert(&users, &user("ann", 30, None)).unwrap();
+    let before = db.read();
+    db.remove(&users, id).unwrap();
+    assert_eq!(before.get(&users, id).unwrap().name, "ann");
+    assert!(db.read().get(&users, id).is_none());
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    #[derive(Archive, Serialize)]
+    struct Other {
+        x: u64,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(
+        dir.path(),
+        Options {
+            max_document_bytes: 64,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let users = db.collection("users", spec()).unwrap();
+    assert!(matches!(
+        db.collection("users", Spec::<Other>::new()),
+        Err(Error::WrongType { .. })
+    ));
+    let big = User {
+        name: "x".repeat(100),
+        ..user("big", 1, None)
+    };
+    assert!(matches!(
+        db.insert(&users, &big),
+        Err(Error::DocumentTooLarge { .. })
+    ));
+    let mut tx = db.begin();
+    assert!(matches!(
+        tx.update(&users, 42, &user("a", 1, None)),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        Database::open(dir.path(), Options::default()),
+        Err(Error::Locked { .. })
+    ));
+    let other = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let foreign = other.collection("users", spec()).unwrap();
+    assert!(matches!(
+        tx.insert(&foreign, &user("a", 1, None)),
+        Err(Error::UnknownCollection { .. })
+    ));
+}
+
+#[test]
+fn reopened_collection_with_another_type_is_refused() {
+    #[derive(Archive, Serialize)]
+    struct Other {
+        x: u64,
+        y: u64,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        let users = db.collection("users", spec()).unwrap();
+        db.insert(&users, &user("ann", 30, None)).unwrap();
+    }
+    let db = Database::open(dir.path(), Options::default()).unwrap();
+    let err = db.collection("users", Spec::<Other>::new()).unwrap_err();
+    assert!(matches!(err, Error::WrongType { .. }), "{err}");
+}
