@@ -191,6 +191,24 @@ impl Database {
         Self::with_wal(wal, report, options, Some(lock))
     }
 
+    /// Opens the database whose log lives in `storage` (for example [`crate::wal::MemStorage::simulated`], to
+    /// test crash recovery). No directory lock is taken: the storage is this handle's alone.
+    ///
+    /// # Errors
+    /// Log recovery errors.
+    pub fn open_with_storage(
+        storage: Arc<dyn crate::wal::LogStorage>,
+        options: Options,
+    ) -> Result<Self> {
+        let wal_options = WalOptions {
+            segment_size_bytes: options.segment_size_bytes,
+            recovery: options.recovery,
+            ..WalOptions::default()
+        };
+        let (wal, report) = Wal::open_with_storage(storage, wal_options)?;
+        Self::with_wal(wal, report, options, None)
+    }
+
     fn with_wal(
         wal: Wal,
         recovery: RecoveryReport,
