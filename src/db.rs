@@ -107,7 +107,10 @@ pub(crate) struct Inner {
     pub(crate) options: Options,
     published: ArcSwap<DbVersion>,
     commit: Mutex<CommitState>,
-    publish: Mutex<()>,
+    /// Serializes publication; holds the committed changes not yet delivered to listeners, by commit sequence.
+    publish: Mutex<PendingChanges>,
+    listeners: Mutex<Vec<Listener>>,
+    has_listeners: std::sync::atomic::AtomicBool,
     catalog: RwLock<Catalog>,
     recovery: RecoveryReport,
     // Held for the life of the database: the flock on `LOCK`.
@@ -125,6 +128,58 @@ impl std::fmt::Debug for Database {
         f.debug_struct("Database")
             .field("seq", &self.inner.published.load().seq)
             .finish_non_exhaustive()
+    }
+}
+
+/// A committed write, untyped, on its way to listeners.
+pub(crate) struct RawChange {
+    seq: u64,
+    slot: u32,
+    id: u64,
+    doc: Option<collection::DocBytes>,
+}
+
+type PendingChanges = std::collections::BTreeMap<u64, Vec<RawChange>>;
+
+struct Listener {
+    slot: u32,
+    /// Sends the change; false once the receiver is gone.
+    deliver: Box<dyn Fn(&RawChange) -> bool + Send>,
+}
+
+/// A committed change to one document of a collection of `T`, delivered to subscribers in commit order.
+pub struct Change<T: Document> {
+    seq: u64,
+    id: u64,
+    doc: Option<collection::DocBytes>,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: Document> std::fmt::Debug for Change<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Change")
+            .field("seq", &self.seq)
+            .field("id", &self.id)
+            .field("removed", &self.doc.is_none())
+            .finish()
+    }
+}
+
+impl<T: Document> Change<T> {
+    /// Sequence number of the commit.
+    #[must_use]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// The document's id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    /// The new document, or `None` if the commit removed it.
+    #[must_use]
+    pub fn document(&self) -> Option<&T::Archived> {
+        self.doc.as_deref().map(collection::archived::<T>)
     }
 }
 
@@ -227,7 +282,9 @@ impl Database {
                     latest: version,
                     last_sync_end: 0,
                 }),
-                publish: Mutex::new(()),
+                publish: Mutex::new(PendingChanges::default()),
+                listeners: Mutex::new(Vec::new()),
+                has_listeners: std::sync::atomic::AtomicBool::new(false),
                 catalog: RwLock::new(catalog),
                 recovery,
                 _lock: lock,
@@ -359,6 +416,37 @@ impl Database {
         ))
     }
 
+    /// Subscribes to committed changes of `collection`: each committed insert, update or removal arrives on the
+    /// returned channel in commit order, once the commit is visible to readers. Drop the receiver to unsubscribe.
+    ///
+    /// # Errors
+    /// [`Error::UnknownCollection`] for a handle of another database.
+    pub fn subscribe<T: Document>(
+        &self,
+        collection: &Collection<T>,
+    ) -> Result<crossbeam_channel::Receiver<Change<T>>> {
+        collection.check_owner(self)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // Registered under the commit lock, so a commit is either wholly before the subscription or delivered.
+        let _commit = self.inner.commit.lock();
+        self.inner.listeners.lock().push(Listener {
+            slot: collection.slot,
+            deliver: Box::new(move |c: &RawChange| {
+                tx.send(Change {
+                    seq: c.seq,
+                    id: c.id,
+                    doc: c.doc.clone(),
+                    _type: PhantomData,
+                })
+                .is_ok()
+            }),
+        });
+        self.inner
+            .has_listeners
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(rx)
+    }
+
     /// A read snapshot of the latest published version. Never blocks, and is never blocked.
     #[must_use]
     pub fn read(&self) -> Snapshot {
@@ -488,6 +576,21 @@ impl Inner {
         let must_be_durable = state.last_sync_end;
         let version = Arc::new(DbVersion { seq, collections });
         state.latest = Arc::clone(&version);
+        if self
+            .has_listeners
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            let changes = ops
+                .iter()
+                .map(|op| RawChange {
+                    seq,
+                    slot: op.slot,
+                    id: op.id,
+                    doc: op.doc.clone(),
+                })
+                .collect();
+            self.publish.lock().insert(seq, changes);
+        }
         drop(state);
 
         // Outside the commit lock, so that concurrent commits share one sync (group commit).
@@ -495,10 +598,21 @@ impl Inner {
         if must_be_durable > self.wal.durable_lsn() {
             self.wal.wait_durable(must_be_durable, Durability::Sync)?;
         }
-        let _publish = self.publish.lock();
+        let mut pending = self.publish.lock();
         if self.published.load().seq < seq {
             self.published.store(version);
         }
+        // Deliver, in commit order, the changes of every commit now visible.
+        let published = self.published.load().seq;
+        if !pending.is_empty() {
+            let later = pending.split_off(&(published + 1));
+            let visible = std::mem::replace(&mut *pending, later);
+            let mut listeners = self.listeners.lock();
+            for change in visible.into_values().flatten() {
+                listeners.retain(|l| l.slot != change.slot || (l.deliver)(&change));
+            }
+        }
+        drop(pending);
         Ok(CommitInfo {
             seq,
             end_lsn: Some(group.end_lsn),

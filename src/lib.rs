@@ -38,7 +38,7 @@ pub mod wal;
 #[cfg(not(loom))]
 pub use collection::{Document, IndexKey, Spec};
 #[cfg(not(loom))]
-pub use db::{Collection, CommitInfo, Database, Options, Snapshot};
+pub use db::{Change, Collection, CommitInfo, Database, Options, Snapshot};
 #[cfg(not(loom))]
 pub use error::{Error, Result};
 #[cfg(not(loom))]

@@ -255,3 +255,50 @@ fn reopened_collection_with_another_type_is_refused() {
     let err = db.collection("users", Spec::<Other>::new()).unwrap_err();
     assert!(matches!(err, Error::WrongType { .. }), "{err}");
 }
+
+#[test]
+fn listeners_receive_committed_changes_in_commit_order() {
+    let db = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            durability: Durability::None,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let users = db.collection("users", spec()).unwrap();
+    let early = db.insert(&users, &user("early", 1, None)).unwrap();
+    let changes = db.subscribe(&users).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (db, users) = (&db, &users);
+            s.spawn(move || {
+                for i in 0..50 {
+                    db.insert(users, &user(&format!("u{t}-{i}"), i, None))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    db.remove(&users, early).unwrap();
+    let mut tx = db.begin();
+    tx.insert(&users, &user("rolled-back", 1, None)).unwrap();
+    tx.rollback();
+    let received: Vec<_> = changes.try_iter().collect();
+    assert_eq!(
+        received.len(),
+        101,
+        "100 inserts and one removal, nothing from the rollback or before subscribing"
+    );
+    assert!(
+        received.windows(2).all(|w| w[0].seq() < w[1].seq()),
+        "commit order"
+    );
+    let last = received.last().unwrap();
+    assert_eq!((last.id(), last.document().is_none()), (early, true));
+    for change in &received[..100] {
+        let doc = change.document().unwrap();
+        assert_eq!(db.read().get(&users, change.id()).unwrap().name, doc.name);
+    }
+}
