@@ -11,37 +11,32 @@
 //! `cargo bench --bench wal`; `CSTORE_BENCH_QUICK=1 cargo bench --bench wal` for a smoke run (seconds).
 //! Everything on disk lives in a temporary directory under `std::env::temp_dir()`.
 
-use std::fs::{File, OpenOptions};
+mod common;
+
+use std::fs::File;
 use std::hint::black_box;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use collection_store::wal::{Durability, RecordKind, Wal, WalOptions, WalStats};
+use common::{
+    Cfg, DiskFlushes, RECORD_BYTES, Spec, Summary, criterion_estimate_ns, criterion_test_mode,
+    find, fmt_ns, measure, measure_op, payload, percentile, print_table, summarize,
+    zero_filled_file,
+};
 use criterion::{Criterion, SamplingMode};
 
-const RECORD_BYTES: usize = 256;
 const GROUP: &str = "wal";
 /// Bytes a 256 B record takes in the log (32 B header).
 const SPAN_BYTES: f64 = 288.0;
 /// Chunk of the sequential-write floor.
 const SEQ_CHUNK_BYTES: u64 = 8 << 20;
 
-// -------------------------------------------------------------------------------------------------------------
-// Shared harness (the same in benches/write_path.rs, apart from `Cfg`)
-// -------------------------------------------------------------------------------------------------------------
-
-/// Run settings; `CSTORE_BENCH_QUICK=1` shrinks everything to a smoke test.
+/// This bench's own sizes, on top of the shared [`Cfg`].
 #[derive(Clone, Copy, Debug)]
-struct Cfg {
-    quick: bool,
-    warm_up: Duration,
-    measurement: Duration,
-    /// Operations run before criterion starts (page cache, allocation, first faults).
-    prewarm_ops: u64,
-    /// Size of the zero-filled floor files.
-    file_bytes: u64,
+struct Sizes {
     /// How long each group-commit configuration runs.
     group_commit_time: Duration,
     /// Recovery: log size and segment size.
@@ -51,17 +46,10 @@ struct Cfg {
     cold_opens: usize,
 }
 
-impl Cfg {
-    fn from_env() -> Self {
-        let quick = std::env::var("CSTORE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
-            || criterion_test_mode();
-        if quick {
+impl Sizes {
+    fn for_run(cfg: &Cfg) -> Self {
+        if cfg.quick {
             Self {
-                quick,
-                warm_up: Duration::from_millis(100),
-                measurement: Duration::from_millis(400),
-                prewarm_ops: 20,
-                file_bytes: 8 << 20,
                 group_commit_time: Duration::from_millis(400),
                 recovery_log_bytes: 20 << 20,
                 recovery_segment_bytes: 4 << 20,
@@ -69,11 +57,6 @@ impl Cfg {
             }
         } else {
             Self {
-                quick,
-                warm_up: Duration::from_millis(500),
-                measurement: Duration::from_secs(4),
-                prewarm_ops: 200,
-                file_bytes: 64 << 20,
                 group_commit_time: Duration::from_secs(3),
                 recovery_log_bytes: 256 << 20,
                 recovery_segment_bytes: 64 << 20,
@@ -83,287 +66,37 @@ impl Cfg {
     }
 }
 
-/// Whether criterion will only test or list the benchmarks (`cargo test --benches`, `-- --test`, `-- --list`):
-/// then the smoke-test sizes are used.
-fn criterion_test_mode() -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    let has = |a: &str| args.iter().any(|x| x == a);
-    !has("--bench") || has("--test") || has("--list")
-}
-
-/// Latency figures of one benchmark, in nanoseconds per operation.
-#[derive(Clone, Debug)]
-struct Summary {
-    name: String,
-    /// Samples behind the percentiles (each one operation, or one batch divided by its size).
-    samples: usize,
-    batch: u64,
-    ops: u64,
-    mean_ns: f64,
-    p50_ns: f64,
-    p99_ns: f64,
-    p999_ns: f64,
-    max_ns: f64,
-    criterion_ns: Option<f64>,
-    flushes_per_op: Option<f64>,
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn summarize(
-    name: &str,
-    mut samples: Vec<f64>,
-    batch: u64,
-    ops: u64,
+/// Per-operation times of operations timed one by one, and their sum.
+#[derive(Default)]
+struct Timings {
+    ns: Vec<f64>,
     total: Duration,
-) -> Option<Summary> {
-    if samples.is_empty() || ops == 0 {
-        return None;
-    }
-    samples.sort_by(f64::total_cmp);
-    Some(Summary {
-        name: name.to_owned(),
-        samples: samples.len(),
-        batch,
-        ops,
-        mean_ns: total.as_nanos() as f64 / ops as f64,
-        p50_ns: percentile(&samples, 0.50),
-        p99_ns: percentile(&samples, 0.99),
-        p999_ns: percentile(&samples, 0.999),
-        max_ns: samples[samples.len() - 1],
-        criterion_ns: None,
-        flushes_per_op: None,
-    })
 }
 
-/// What to benchmark: criterion group and id, operations per timed sample, the device whose flushes to count.
-struct Spec<'a> {
-    group: &'a str,
-    id: &'a str,
-    batch: u64,
-    disk: Option<&'a DiskFlushes>,
-}
-
-/// Benchmarks `op` (one operation per call) under criterion with `iter_custom`, timing each batch of
-/// `spec.batch` operations itself. `finish` ends each of criterion's calls inside the timed region (e.g. a flush
-/// that hands the call's appends over); `between` runs after it, untimed (housekeeping).
-fn measure(
-    c: &mut Criterion,
-    cfg: &Cfg,
-    spec: &Spec<'_>,
-    mut op: impl FnMut(),
-    mut finish: impl FnMut(),
-    mut between: impl FnMut(),
-) -> Option<Summary> {
-    let batch = spec.batch;
-    for _ in 0..cfg.prewarm_ops * batch {
-        op();
-    }
-    finish();
-    between();
-    let mut samples: Vec<f64> = Vec::new();
-    let mut ops = 0u64;
-    let mut total = Duration::ZERO;
-    let flushes_before = spec.disk.and_then(DiskFlushes::read);
-    {
-        let mut g = c.benchmark_group(spec.group);
-        g.warm_up_time(cfg.warm_up)
-            .measurement_time(cfg.measurement)
-            .sample_size(if batch == 1 { 20 } else { 50 });
-        if batch == 1 {
-            // Slow operations: the same iteration count per sample keeps the run near the measurement time.
-            g.sampling_mode(SamplingMode::Flat);
-        }
-        g.bench_function(spec.id, |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                let mut left = iters;
-                while left > 0 {
-                    let k = left.min(batch);
-                    let t = Instant::now();
-                    for _ in 0..k {
-                        op();
-                    }
-                    samples.push(t.elapsed().as_nanos() as f64 / k as f64);
-                    left -= k;
-                }
-                finish();
-                let elapsed = start.elapsed();
-                ops += iters;
-                total += elapsed;
-                between();
-                elapsed
-            });
-        });
-        g.finish();
-    }
-    let flushes_after = spec.disk.and_then(DiskFlushes::read);
-    let mut s = summarize(
-        &format!("{}/{}", spec.group, spec.id),
-        samples,
-        batch,
-        ops,
-        total,
-    )?;
-    s.criterion_ns = criterion_estimate_ns(spec.group, spec.id);
-    if let (Some(a), Some(b)) = (flushes_before, flushes_after) {
-        s.flushes_per_op = Some((b - a) as f64 / ops as f64);
-    }
-    Some(s)
-}
-
-/// Criterion's own estimate (slope if it has one, else mean) in ns, from its `estimates.json`.
-fn criterion_estimate_ns(group: &str, id: &str) -> Option<f64> {
-    let mut roots: Vec<PathBuf> = Vec::new();
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        roots.push(home.into());
-    }
-    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
-        roots.push(PathBuf::from(target).join("criterion"));
-    }
-    roots.push(PathBuf::from("target/criterion"));
-    let text = roots.iter().find_map(|r| {
-        std::fs::read_to_string(r.join(group).join(id).join("new/estimates.json")).ok()
-    })?;
-    let point = |key: &str| -> Option<f64> {
-        let at = text.find(&format!("\"{key}\":{{"))?;
-        let rest = &text[at..];
-        let p = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-        let num: String = rest[p..]
-            .chars()
-            .take_while(|ch| ch.is_ascii_digit() || matches!(ch, '.' | 'e' | 'E' | '-' | '+'))
-            .collect();
-        num.parse().ok()
-    };
-    point("slope").or_else(|| point("mean"))
-}
-
-/// Disk cache flush requests completed by the block device holding a path, from `/proc/diskstats`.
-#[derive(Clone, Debug)]
-struct DiskFlushes {
-    major: u64,
-    minor: u64,
-    name: String,
-}
-
-impl DiskFlushes {
-    fn for_path(path: &Path) -> Option<Self> {
-        let dev = std::fs::metadata(path).ok()?.dev();
-        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-        let mut d = Self {
-            major,
-            minor,
-            name: String::new(),
-        };
-        d.name = d.line()?.2;
-        Some(d)
+impl Timings {
+    /// Runs `f`, recording how long it took.
+    fn time<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let t = Instant::now();
+        let r = f();
+        let d = t.elapsed();
+        self.total += d;
+        self.ns.push(d.as_nanos() as f64);
+        r
     }
 
-    fn line(&self) -> Option<(u64, u64, String, u64)> {
-        let text = std::fs::read_to_string("/proc/diskstats").ok()?;
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (maj, min) = (f.first()?.parse().ok()?, f.get(1)?.parse().ok()?);
-            // Field 16 after the name (kernel >= 5.5): flush requests completed.
-            let flushes = f.get(2 + 16)?.parse().ok()?;
-            (maj == self.major && min == self.minor).then(|| (maj, min, f[2].to_owned(), flushes))
-        })
+    fn len(&self) -> usize {
+        self.ns.len()
     }
 
-    fn read(&self) -> Option<u64> {
-        self.line().map(|l| l.3)
-    }
-}
-
-/// A file of `len` zero bytes, written and synced (so its blocks are allocated and initialized).
-fn zero_filled_file(path: &Path, len: u64) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(path)?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < len {
-        let n = (len - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
-    }
-    file.sync_all()?;
-    Ok(file)
-}
-
-fn fmt_ns(ns: f64) -> String {
-    if !ns.is_finite() {
-        "-".into()
-    } else if ns >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.1} µs", ns / 1e3)
-    } else {
-        format!("{ns:.1} ns")
-    }
-}
-
-fn print_table(title: &str, rows: &[Summary]) {
-    eprintln!("\n== {title} ==");
-    eprintln!(
-        "{:<36} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>9} {:>10} {:>8}",
-        "benchmark",
-        "p50",
-        "p99",
-        "p99.9",
-        "max",
-        "mean",
-        "criterion",
-        "ops",
-        "samples",
-        "flush/op"
-    );
-    for s in rows {
-        let flush = s
-            .flushes_per_op
-            .map_or_else(|| "-".to_owned(), |f| format!("{f:.2}"));
-        let samples = if s.batch > 1 {
-            format!("{}x{}", s.samples, s.batch)
-        } else {
-            s.samples.to_string()
-        };
-        eprintln!(
-            "{:<36} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>9} {:>10} {:>8}",
-            s.name,
-            fmt_ns(s.p50_ns),
-            fmt_ns(s.p99_ns),
-            fmt_ns(s.p999_ns),
-            fmt_ns(s.max_ns),
-            fmt_ns(s.mean_ns),
-            s.criterion_ns.map_or_else(|| "-".to_owned(), fmt_ns),
-            s.ops,
-            samples,
-            flush
-        );
+    fn summarize(self, name: &str) -> Option<Summary> {
+        let ops = self.ns.len() as u64;
+        summarize(name, self.ns, 1, ops, self.total)
     }
 }
 
 // -------------------------------------------------------------------------------------------------------------
 // The WAL
 // -------------------------------------------------------------------------------------------------------------
-
-fn payload(i: u64) -> [u8; RECORD_BYTES] {
-    let mut r = [0u8; RECORD_BYTES];
-    for (j, b) in r.iter_mut().enumerate() {
-        *b = (i as u8).wrapping_add(j as u8) | 1;
-    }
-    r
-}
 
 fn stats_delta(a: &WalStats, b: &WalStats) -> WalStats {
     WalStats {
@@ -419,109 +152,111 @@ struct NonDurable {
     rows: Vec<Summary>,
 }
 
+/// A floor that writes one 288 B slot after another into an 8 MiB ring (the staging ring's size), starting over
+/// at its end: `write(ring, offset)` fills the slot at `offset`.
+fn ring_floor(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    id: &str,
+    batch: u64,
+    mut write: impl FnMut(&mut [u8], usize),
+) -> Option<Summary> {
+    let span = SPAN_BYTES as usize;
+    let mut ring = vec![0u8; 8 << 20];
+    let mut off = 0usize;
+    let op = || {
+        write(&mut ring, off);
+        black_box(&ring[off]);
+        off += span;
+        if off + span > ring.len() {
+            off = 0;
+        }
+    };
+    let spec = Spec::new(GROUP, id, batch, None);
+    measure_op(c, cfg, &spec, op)
+}
+
+/// `Durability::None` appends of `rec` to `wal`. Each of criterion's calls ends with a flush (timed: the appends
+/// are handed to storage within the measured time); between calls the log is synced and truncated (untimed) so
+/// that memory and disk use stay bounded.
+fn append_none(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    wal: &Wal,
+    id: &str,
+    batch: u64,
+    rec: &[u8; RECORD_BYTES],
+) -> Option<Summary> {
+    let spec = Spec::new(GROUP, id, batch, None);
+    let before = wal.stats();
+    let summary = measure(
+        c,
+        cfg,
+        &spec,
+        || {
+            wal.append(RecordKind::Data, black_box(rec), Durability::None)
+                .expect("append");
+        },
+        || wal.flush().expect("flush"),
+        || {
+            wal.sync().expect("sync");
+            wal.truncate_before(wal.next_lsn()).expect("truncate");
+        },
+    );
+    describe_stats(id, &stats_delta(&before, &wal.stats()));
+    summary
+}
+
 fn bench_non_durable(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> NonDurable {
     let mut rows = Vec::new();
-    let span = SPAN_BYTES as usize;
     let batch = 1024;
 
-    // Floors: memcpy of 256 B into an 8 MiB ring (the staging ring's size), and memcpy + CRC32 of the record.
-    {
-        let mut ring = vec![0u8; 8 << 20];
-        let rec = payload(1);
-        let mut off = 0usize;
-        let op = || {
+    // Floors: memcpy of 256 B into the ring, and memcpy + CRC32 of the record.
+    let rec = payload(1);
+    rows.extend(ring_floor(
+        c,
+        cfg,
+        "floor_memcpy_256",
+        batch,
+        |ring, off| {
             ring[off..off + RECORD_BYTES].copy_from_slice(black_box(&rec));
-            black_box(&ring[off]);
-            off += span;
-            if off + span > ring.len() {
-                off = 0;
-            }
-        };
-        let spec = Spec {
-            group: GROUP,
-            id: "floor_memcpy_256",
-            batch,
-            disk: None,
-        };
-        rows.extend(measure(c, cfg, &spec, op, || {}, || {}));
-    }
-    {
-        let mut ring = vec![0u8; 8 << 20];
-        let rec = payload(2);
-        let mut off = 0usize;
-        let op = || {
+        },
+    ));
+    let rec = payload(2);
+    rows.extend(ring_floor(
+        c,
+        cfg,
+        "floor_memcpy_crc_256",
+        batch,
+        |ring, off| {
             let crc = crc32fast::hash(black_box(&rec));
             ring[off..off + 4].copy_from_slice(&crc.to_le_bytes());
             ring[off + 32..off + 32 + RECORD_BYTES].copy_from_slice(&rec);
-            black_box(&ring[off]);
-            off += span;
-            if off + span > ring.len() {
-                off = 0;
-            }
-        };
-        let spec = Spec {
-            group: GROUP,
-            id: "floor_memcpy_crc_256",
-            batch,
-            disk: None,
-        };
-        rows.extend(measure(c, cfg, &spec, op, || {}, || {}));
-    }
+        },
+    ));
 
-    // The log, in memory and on files. Each of criterion's calls ends with a flush (timed: the appends are handed
-    // to storage within the measured time); between calls the log is synced and truncated (untimed) so that
-    // memory and disk use stay bounded.
+    // The log, in memory and on files.
     let rec = payload(3);
-    {
-        let wal = Wal::open_in_memory(WalOptions::default()).expect("open in memory");
-        let spec = Spec {
-            group: GROUP,
-            id: "append_none_mem_256",
-            batch,
-            disk: None,
-        };
-        let before = wal.stats();
-        rows.extend(measure(
-            c,
-            cfg,
-            &spec,
-            || {
-                wal.append(RecordKind::Data, black_box(&rec), Durability::None)
-                    .expect("append");
-            },
-            || wal.flush().expect("flush"),
-            || {
-                wal.sync().expect("sync");
-                wal.truncate_before(wal.next_lsn()).expect("truncate");
-            },
-        ));
-        describe_stats("append_none_mem_256", &stats_delta(&before, &wal.stats()));
-    }
-    {
-        let (wal, _) = Wal::open(dir.join("none"), WalOptions::default()).expect("open");
-        let spec = Spec {
-            group: GROUP,
-            id: "append_none_file_256",
-            batch,
-            disk: None,
-        };
-        let before = wal.stats();
-        rows.extend(measure(
-            c,
-            cfg,
-            &spec,
-            || {
-                wal.append(RecordKind::Data, black_box(&rec), Durability::None)
-                    .expect("append");
-            },
-            || wal.flush().expect("flush"),
-            || {
-                wal.sync().expect("sync");
-                wal.truncate_before(wal.next_lsn()).expect("truncate");
-            },
-        ));
-        describe_stats("append_none_file_256", &stats_delta(&before, &wal.stats()));
-    }
+    let wal = Wal::open_in_memory(WalOptions::default()).expect("open in memory");
+    rows.extend(append_none(
+        c,
+        cfg,
+        &wal,
+        "append_none_mem_256",
+        batch,
+        &rec,
+    ));
+    drop(wal);
+    let (wal, _) = Wal::open(dir.join("none"), WalOptions::default()).expect("open");
+    rows.extend(append_none(
+        c,
+        cfg,
+        &wal,
+        "append_none_file_256",
+        batch,
+        &rec,
+    ));
+    drop(wal);
 
     // Floor for the file-backed log's sustained rate: sequential 8 MiB pwrites (the staging ring's size) into a
     // zero-filled file, with an fdatasync after every 64 MiB (a segment), as the log does when it rolls.
@@ -538,13 +273,8 @@ fn bench_non_durable(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> NonDurable {
                 off = 0;
             }
         };
-        let spec = Spec {
-            group: GROUP,
-            id: "floor_seq_pwrite_8m",
-            batch: 1,
-            disk: None,
-        };
-        rows.extend(measure(c, cfg, &spec, op, || {}, || {}));
+        let spec = Spec::new(GROUP, "floor_seq_pwrite_8m", 1, None);
+        rows.extend(measure_op(c, cfg, &spec, op));
     }
     NonDurable { rows }
 }
@@ -580,43 +310,23 @@ fn bench_durable_single(
             .expect("append");
     };
 
-    let spec = Spec {
-        group: GROUP,
-        id: "floor_pwrite_fdatasync_256",
-        batch: 1,
-        disk,
-    };
-    rows.extend(measure(c, cfg, &spec, &mut floor_op, || {}, || {}));
+    let spec = Spec::new(GROUP, "floor_pwrite_fdatasync_256", 1, disk);
+    rows.extend(measure_op(c, cfg, &spec, &mut floor_op));
     let before = wal.stats();
-    let spec = Spec {
-        group: GROUP,
-        id: "append_sync_256",
-        batch: 1,
-        disk,
-    };
-    rows.extend(measure(c, cfg, &spec, &mut wal_op, || {}, || {}));
+    let spec = Spec::new(GROUP, "append_sync_256", 1, disk);
+    rows.extend(measure_op(c, cfg, &spec, &mut wal_op));
     describe_stats("append_sync_256", &stats_delta(&before, &wal.stats()));
 
     // The same two, alternating one operation each, so both see the same noise.
-    let mut a = Vec::new();
-    let mut b = Vec::new();
-    let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
+    let (mut a, mut b) = (Timings::default(), Timings::default());
     let deadline = Instant::now() + cfg.measurement;
     while Instant::now() < deadline && a.len() < 200_000 {
-        let t = Instant::now();
-        floor_op();
-        let d = t.elapsed();
-        ta += d;
-        a.push(d.as_nanos() as f64);
-        let t = Instant::now();
-        wal_op();
-        let d = t.elapsed();
-        tb += d;
-        b.push(d.as_nanos() as f64);
+        a.time(&mut floor_op);
+        b.time(&mut wal_op);
     }
-    let n = a.len() as u64;
-    let interleaved = summarize("interleaved/floor_pwrite_fdatasync_256", a, 1, n, ta)
-        .zip(summarize("interleaved/append_sync_256", b, 1, n, tb));
+    let interleaved = a
+        .summarize("interleaved/floor_pwrite_fdatasync_256")
+        .zip(b.summarize("interleaved/append_sync_256"));
     DurableSingle { rows, interleaved }
 }
 
@@ -631,7 +341,12 @@ struct GroupRow {
     latency: Option<Summary>,
 }
 
-fn bench_group_commit(cfg: &Cfg, dir: &Path, disk: Option<&DiskFlushes>) -> Vec<GroupRow> {
+fn bench_group_commit(
+    cfg: &Cfg,
+    sizes: &Sizes,
+    dir: &Path,
+    disk: Option<&DiskFlushes>,
+) -> Vec<GroupRow> {
     let mut out = Vec::new();
     for threads in [1usize, 2, 4, 8] {
         let (wal, _) =
@@ -661,7 +376,7 @@ fn bench_group_commit(cfg: &Cfg, dir: &Path, disk: Option<&DiskFlushes>) -> Vec<
                     })
                 })
                 .collect();
-            std::thread::sleep(cfg.group_commit_time);
+            std::thread::sleep(sizes.group_commit_time);
             stop.store(true, Ordering::Relaxed);
             handles
                 .into_iter()
@@ -724,10 +439,10 @@ fn evict_segments(dir: &Path) {
     }
 }
 
-fn bench_recovery(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> Recovery {
+fn bench_recovery(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) -> Recovery {
     let rdir = dir.join("recovery");
     let opts = WalOptions {
-        segment_size_bytes: cfg.recovery_segment_bytes,
+        segment_size_bytes: sizes.recovery_segment_bytes,
         ..WalOptions::default()
     };
     // Floor for growing a log: creating one zero-filled segment file (zeros written, fdatasync), as the log's
@@ -737,7 +452,7 @@ fn bench_recovery(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> Recovery {
     for k in 0..creates {
         let path = dir.join(format!("create{k}.dat"));
         let t = Instant::now();
-        drop(zero_filled_file(&path, cfg.recovery_segment_bytes).expect("create"));
+        drop(zero_filled_file(&path, sizes.recovery_segment_bytes).expect("create"));
         create += t.elapsed();
         std::fs::remove_file(&path).expect("remove");
     }
@@ -747,7 +462,7 @@ fn bench_recovery(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> Recovery {
     let mut build_records = 0u64;
     {
         let (wal, _) = Wal::open(&rdir, opts.clone()).expect("open");
-        while wal.next_lsn() < cfg.recovery_log_bytes {
+        while wal.next_lsn() < sizes.recovery_log_bytes {
             wal.append(RecordKind::Data, &payload(build_records), Durability::None)
                 .expect("append");
             build_records += 1;
@@ -760,10 +475,8 @@ fn bench_recovery(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> Recovery {
     assert_eq!(report.records, build_records, "recovery lost records");
 
     // Warm page cache: criterion, timing Wal::open itself (not the drop).
-    let mut samples = Vec::new();
+    let mut opens = Timings::default();
     let mut internal = Vec::new();
-    let mut total = Duration::ZERO;
-    let mut ops = 0u64;
     {
         let mut g = c.benchmark_group(GROUP);
         g.warm_up_time(cfg.warm_up)
@@ -772,24 +485,18 @@ fn bench_recovery(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> Recovery {
             .sampling_mode(SamplingMode::Flat);
         g.bench_function("recovery_open_warm", |b| {
             b.iter_custom(|iters| {
-                let mut sum = Duration::ZERO;
+                let before = opens.total;
                 for _ in 0..iters {
-                    let t = Instant::now();
-                    let (wal, rep) = Wal::open(&rdir, opts.clone()).expect("open");
-                    let d = t.elapsed();
+                    let (wal, rep) = opens.time(|| Wal::open(&rdir, opts.clone()).expect("open"));
                     drop(wal);
-                    sum += d;
-                    samples.push(d.as_nanos() as f64);
                     internal.push(rep.duration.as_nanos() as f64);
                 }
-                ops += iters;
-                total += sum;
-                sum
+                opens.total - before
             });
         });
         g.finish();
     }
-    let mut warm = summarize("wal/recovery_open_warm", samples, 1, ops, total);
+    let mut warm = opens.summarize("wal/recovery_open_warm");
     if let Some(w) = &mut warm {
         w.criterion_ns = criterion_estimate_ns(GROUP, "recovery_open_warm");
     }
@@ -797,26 +504,20 @@ fn bench_recovery(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> Recovery {
     let warm_internal_ns = percentile(&internal, 0.5);
 
     // Cold: the segments' pages dropped from the page cache before each open.
-    let mut cold_samples = Vec::new();
-    let mut cold_total = Duration::ZERO;
-    for _ in 0..cfg.cold_opens {
+    let mut cold_opens = Timings::default();
+    for _ in 0..sizes.cold_opens {
         evict_segments(&rdir);
-        let t = Instant::now();
-        let (wal, _) = Wal::open(&rdir, opts.clone()).expect("open");
-        let d = t.elapsed();
+        let (wal, _) = cold_opens.time(|| Wal::open(&rdir, opts.clone()).expect("open"));
         drop(wal);
-        cold_total += d;
-        cold_samples.push(d.as_nanos() as f64);
     }
-    let n = cold_samples.len() as u64;
-    let cold = summarize("wal/recovery_open_cold", cold_samples, 1, n, cold_total);
+    let cold = cold_opens.summarize("wal/recovery_open_cold");
     Recovery {
         build_records,
         build_time,
         segment_create,
         log_bytes: report.end_lsn - report.start_lsn,
         segments: report.segments,
-        segment_bytes: cfg.recovery_segment_bytes,
+        segment_bytes: sizes.recovery_segment_bytes,
         records: report.records,
         warm,
         warm_internal_ns,
@@ -834,6 +535,7 @@ fn verdict(met: bool) -> &'static str {
 
 fn main() {
     let cfg = Cfg::from_env();
+    let sizes = Sizes::for_run(&cfg);
     let mut c = Criterion::default().configure_from_args();
     let dir = tempfile::tempdir_in(std::env::temp_dir()).expect("temp dir");
     let disk = DiskFlushes::for_path(dir.path());
@@ -862,11 +564,11 @@ fn main() {
         }
     };
     let groups = if want('c') && !test_mode {
-        bench_group_commit(&cfg, dir.path(), disk.as_ref())
+        bench_group_commit(&cfg, &sizes, dir.path(), disk.as_ref())
     } else {
         Vec::new()
     };
-    let rec = want('d').then(|| bench_recovery(&mut c, &cfg, dir.path()));
+    let rec = want('d').then(|| bench_recovery(&mut c, &cfg, &sizes, dir.path()));
     c.final_summary();
     if test_mode {
         return;
@@ -899,10 +601,6 @@ fn main() {
     if let Some(rec) = &rec {
         summarize_recovery(rec);
     }
-}
-
-fn find(rows: &[Summary], id: &str) -> Option<Summary> {
-    rows.iter().find(|s| s.name.ends_with(id)).cloned()
 }
 
 fn commits_per_s(g: &GroupRow) -> f64 {
@@ -1030,30 +728,25 @@ fn summarize_durable(ds: &DurableSingle) {
         find(&ds.rows, "floor_pwrite_fdatasync_256"),
         find(&ds.rows, "append_sync_256"),
     ) {
-        let r = w.p50_ns / f.p50_ns;
-        eprintln!(
-            "(b) durable p50: wal {} / floor {} = {:.3} (p99 {:.3}, p99.9 {:.3}); target <= 1.15: {}",
-            fmt_ns(w.p50_ns),
-            fmt_ns(f.p50_ns),
-            r,
-            w.p99_ns / f.p99_ns,
-            w.p999_ns / f.p999_ns,
-            verdict(r <= 1.15)
-        );
+        print_durable_ratio("durable", &f, &w, "");
     }
     if let Some((f, w)) = &ds.interleaved {
-        let r = w.p50_ns / f.p50_ns;
-        eprintln!(
-            "(b) interleaved p50: wal {} / floor {} = {:.3} (p99 {:.3}, p99.9 {:.3}, n={}); target <= 1.15: {}",
-            fmt_ns(w.p50_ns),
-            fmt_ns(f.p50_ns),
-            r,
-            w.p99_ns / f.p99_ns,
-            w.p999_ns / f.p999_ns,
-            w.samples,
-            verdict(r <= 1.15)
-        );
+        print_durable_ratio("interleaved", f, w, &format!(", n={}", w.samples));
     }
+}
+
+/// The durable append's percentiles over the floor's, and the verdict on p50; `extra` goes after p99.9.
+fn print_durable_ratio(what: &str, floor: &Summary, wal: &Summary, extra: &str) {
+    let r = wal.p50_ns / floor.p50_ns;
+    eprintln!(
+        "(b) {what} p50: wal {} / floor {} = {:.3} (p99 {:.3}, p99.9 {:.3}{extra}); target <= 1.15: {}",
+        fmt_ns(wal.p50_ns),
+        fmt_ns(floor.p50_ns),
+        r,
+        wal.p99_ns / floor.p99_ns,
+        wal.p999_ns / floor.p999_ns,
+        verdict(r <= 1.15)
+    );
 }
 
 fn summarize_group_commit(groups: &[GroupRow]) {

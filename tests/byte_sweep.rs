@@ -14,13 +14,15 @@
 //! One scratch directory is reused: after each reopen, every file that differs from the pristine copy is rewritten.
 //! `CSTORE_SWEEP_STRIDE=N` sets the bit-flip stride (default 3; 1 flips at every byte).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use collection_store::Error;
-use collection_store::wal::format::record_span_bytes;
-use collection_store::wal::{Durability, RecordKind, Wal, WalOptions};
+use collection_store::wal::{Durability, Wal, WalOptions};
+use common::{Rec, append_group, env_or, group_kind, random_group_len, read_log};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -30,25 +32,11 @@ const RECORD_HEADER_BYTES: u64 = 32;
 const SEED: u64 = 0x5EED_B17E;
 
 fn options() -> WalOptions {
-    WalOptions {
-        segment_size_bytes: SEGMENT_BYTES,
-        staging_buffer_bytes: 64 << 10,
-        ..WalOptions::default()
-    }
+    common::options(SEGMENT_BYTES)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Rec {
-    lsn: u64,
-    kind: RecordKind,
-    cont: bool,
-    payload: Vec<u8>,
-}
-
+/// Where records sit in this test's segments.
 impl Rec {
-    fn end_lsn(&self) -> u64 {
-        self.lsn + record_span_bytes(self.payload.len() as u64)
-    }
     /// Bytes the record's checksum protects, as `[from, to)` offsets in its segment.
     fn checked_range(&self) -> (u64, u64) {
         let from = self.lsn % SEGMENT_BYTES;
@@ -72,12 +60,8 @@ impl Pristine {
         let mut records = Vec::new();
         let mut seq = 0u32;
         while wal.next_lsn() < 5 * SEGMENT_BYTES + 1500 {
-            let n = if rng.random_bool(0.7) {
-                1
-            } else {
-                rng.random_range(2..=3)
-            };
-            let group: Vec<(RecordKind, Vec<u8>)> = (0..n)
+            let n = random_group_len(&mut rng, 0.7, 3);
+            let group: Vec<_> = (0..n)
                 .map(|i| {
                     let len = match rng.random_range(0..10) {
                         0 => 0,
@@ -89,28 +73,10 @@ impl Pristine {
                     let payload = (0..len)
                         .map(|j| ((seq as usize * 131 + j * 7) % 255 + 1) as u8)
                         .collect();
-                    let kind = if i + 1 < n {
-                        RecordKind::Data
-                    } else {
-                        RecordKind::Commit
-                    };
-                    (kind, payload)
+                    (group_kind(i, n), payload)
                 })
                 .collect();
-            let refs: Vec<(RecordKind, &[u8])> = group.iter().map(|(k, p)| (*k, &p[..])).collect();
-            let g = wal.append_group(&refs, Durability::Sync).unwrap();
-            let mut lsn = g.first_lsn;
-            for (i, (kind, payload)) in group.into_iter().enumerate() {
-                let rec = Rec {
-                    lsn,
-                    kind,
-                    cont: i + 1 < n,
-                    payload,
-                };
-                lsn = rec.end_lsn();
-                records.push(rec);
-            }
-            assert_eq!(lsn, g.end_lsn);
+            records.extend(append_group(&wal, group, Durability::Sync).unwrap());
         }
         drop(wal);
         let mut files = BTreeMap::new();
@@ -179,22 +145,20 @@ impl Pristine {
     }
 }
 
+/// A scratch directory holding a pristine log and a work copy of it: `(scratch, pristine, work)`.
+fn pristine_and_work_copy() -> (tempfile::TempDir, Pristine, PathBuf) {
+    let scratch = tempfile::tempdir().unwrap();
+    let pristine = Pristine::build(&scratch.path().join("pristine"));
+    let work = scratch.path().join("work");
+    fs::create_dir(&work).unwrap();
+    pristine.restore(&work);
+    (scratch, pristine, work)
+}
+
 /// Opens `dir` and reads the whole log; iteration errors after a successful open are failures.
 fn reopen(dir: &Path) -> Result<Vec<Rec>, Error> {
     let (wal, report) = Wal::open(dir, options())?;
-    let records: Vec<Rec> = wal
-        .iter_from(wal.start_lsn())
-        .unwrap()
-        .map(|r| {
-            let r = r.expect("a log that opened must iterate without error");
-            Rec {
-                lsn: r.lsn(),
-                kind: r.kind(),
-                cont: r.group_continues(),
-                payload: r.payload().to_vec(),
-            }
-        })
-        .collect();
+    let records = read_log(&wal);
     assert_eq!(report.records, records.len() as u64);
     Ok(records)
 }
@@ -220,6 +184,15 @@ fn outcome(result: Result<Vec<Rec>, Error>, pristine: &Pristine, what: &str) -> 
     }
 }
 
+fn set_len(path: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
     fs::OpenOptions::new()
@@ -242,11 +215,7 @@ fn expected_for_damage_in_last(pristine: &Pristine, first_damaged: Option<usize>
 
 #[test]
 fn zeroing_a_segment_from_every_offset_recovers_exactly_the_intact_prefix() {
-    let scratch = tempfile::tempdir().unwrap();
-    let pristine = Pristine::build(&scratch.path().join("pristine"));
-    let work = scratch.path().join("work");
-    fs::create_dir(&work).unwrap();
-    pristine.restore(&work);
+    let (_scratch, pristine, work) = pristine_and_work_copy();
     assert_eq!(
         outcome(reopen(&work), &pristine, "pristine"),
         Outcome::Prefix(pristine.records.len())
@@ -307,11 +276,7 @@ fn zeroing_a_segment_from_every_offset_recovers_exactly_the_intact_prefix() {
 
 #[test]
 fn truncating_a_segment_file_gives_a_typed_error_or_a_prefix() {
-    let scratch = tempfile::tempdir().unwrap();
-    let pristine = Pristine::build(&scratch.path().join("pristine"));
-    let work = scratch.path().join("work");
-    fs::create_dir(&work).unwrap();
-    pristine.restore(&work);
+    let (_scratch, pristine, work) = pristine_and_work_copy();
     let last = pristine.last_segment();
     let mut reopens = 0;
     for index in [0, last - 1, last, last + 1] {
@@ -323,12 +288,7 @@ fn truncating_a_segment_file_gives_a_typed_error_or_a_prefix() {
             .step_by(61)
             .chain([1, 63, 64, SEGMENT_BYTES - 1])
         {
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .unwrap()
-                .set_len(offset)
-                .unwrap();
+            set_len(&path, offset);
             let what = format!("segment {index} truncated to {offset} bytes");
             // Any length but the segment size is refused; a prefix would also be acceptable.
             let _ = outcome(reopen(&work), &pristine, &what);
@@ -338,12 +298,7 @@ fn truncating_a_segment_file_gives_a_typed_error_or_a_prefix() {
     }
     // A truncated meta file, too.
     for len in [0, 1, 32, 63] {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(work.join("meta"))
-            .unwrap()
-            .set_len(len)
-            .unwrap();
+        set_len(&work.join("meta"), len);
         assert_eq!(
             outcome(reopen(&work), &pristine, "short meta"),
             Outcome::Corruption,
@@ -357,15 +312,8 @@ fn truncating_a_segment_file_gives_a_typed_error_or_a_prefix() {
 
 #[test]
 fn a_flipped_bit_anywhere_is_detected_never_returned_as_data() {
-    let stride: u64 = std::env::var("CSTORE_SWEEP_STRIDE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let scratch = tempfile::tempdir().unwrap();
-    let pristine = Pristine::build(&scratch.path().join("pristine"));
-    let work = scratch.path().join("work");
-    fs::create_dir(&work).unwrap();
-    pristine.restore(&work);
+    let stride: u64 = env_or("CSTORE_SWEEP_STRIDE", 3);
+    let (_scratch, pristine, work) = pristine_and_work_copy();
     let last = pristine.last_segment();
     let mut rng = SmallRng::seed_from_u64(SEED ^ 0xB17);
     let mut tally: BTreeMap<&str, usize> = BTreeMap::new();

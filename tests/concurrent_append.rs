@@ -5,82 +5,24 @@
 //!
 //! Runs on files and in memory. Seeds are fixed (`CSTORE_SEED=N` overrides) and printed on failure.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use collection_store::wal::format::record_span_bytes;
-use collection_store::wal::{Durability, LogStorage, MemStorage, RecordKind, Wal, WalOptions};
+use collection_store::wal::{Durability, LogStorage, MemStorage, Wal};
+use common::{
+    Id, PAYLOAD_HEADER_BYTES, Rec, SeedGuard, append_group, decode, encode, env_or, group_kind,
+    max_payload_in_group, options, random_group_len, read_log,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-const PAYLOAD_HEADER_BYTES: usize = 16;
 const DEFAULT_SEED: u64 = 0xC0_4C_42_2E;
 
-fn seed() -> u64 {
-    std::env::var("CSTORE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_SEED)
-}
-
-struct SeedGuard(String);
-
-impl Drop for SeedGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "FAILED: {} (base seed {}; thread interleaving is not replayable)",
-                self.0,
-                seed()
-            );
-        }
-    }
-}
-
-fn options(segment_size_bytes: u64) -> WalOptions {
-    WalOptions {
-        segment_size_bytes,
-        staging_buffer_bytes: 64 << 10,
-        ..WalOptions::default()
-    }
-}
-
-/// Who wrote a record: `writer`, its `seq`-th record, position `index` of `len` in its group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Id {
-    writer: u8,
-    seq: u32,
-    index: u8,
-    len: u8,
-}
-
-fn encode(id: Id, total_len: usize) -> Vec<u8> {
-    let mut p = Vec::with_capacity(total_len);
-    p.extend_from_slice(&id.seq.to_le_bytes());
-    p.extend_from_slice(&[id.writer, id.index, id.len, 0x5A]);
-    p.extend_from_slice(&(total_len as u64).to_le_bytes());
-    let mut x = u64::from(id.seq) << 8 | u64::from(id.writer) | 1 << 63;
-    p.extend((PAYLOAD_HEADER_BYTES..total_len).map(|_| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x as u8
-    }));
-    p
-}
-
-/// The id of a payload made by [`encode`], if every byte is exactly as it made it.
-fn decode(p: &[u8]) -> Option<Id> {
-    let h = p.get(..PAYLOAD_HEADER_BYTES)?;
-    let id = Id {
-        seq: u32::from_le_bytes(h[0..4].try_into().unwrap()),
-        writer: h[4],
-        index: h[5],
-        len: h[6],
-    };
-    let total = u64::from_le_bytes(h[8..16].try_into().unwrap());
-    (h[7] == 0x5A && total == p.len() as u64 && encode(id, p.len()) == p).then_some(id)
+fn base_seed() -> u64 {
+    env_or("CSTORE_SEED", DEFAULT_SEED)
 }
 
 #[derive(Clone, Copy)]
@@ -92,30 +34,6 @@ struct Workload {
     os_percent: u32,
     /// Percent of records of the largest size a group allows.
     max_size_percent: u32,
-}
-
-/// A record as acknowledged to its writer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Rec {
-    lsn: u64,
-    kind: RecordKind,
-    cont: bool,
-    payload: Vec<u8>,
-}
-
-fn records(wal: &Wal) -> Vec<Rec> {
-    wal.iter_from(wal.start_lsn())
-        .unwrap()
-        .map(|r| {
-            let r = r.unwrap();
-            Rec {
-                lsn: r.lsn(),
-                kind: r.kind(),
-                cont: r.group_continues(),
-                payload: r.payload().to_vec(),
-            }
-        })
-        .collect()
 }
 
 /// Checks what a reader sees of a log being appended to: byte-exact records, increasing LSNs, and each writer's
@@ -150,13 +68,9 @@ fn run(wal: &Wal, workload: Workload, seed: u64) -> Vec<Rec> {
                     let mut mine = Vec::new();
                     let mut seq = 0u32;
                     for _ in 0..workload.ops_per_thread {
-                        let n = if rng.random_bool(0.7) {
-                            1
-                        } else {
-                            rng.random_range(2..=3)
-                        };
-                        let cap = ((wal.max_group_bytes() as usize / n) & !7) - 32;
-                        let group: Vec<(RecordKind, Vec<u8>)> = (0..n)
+                        let n = random_group_len(&mut rng, 0.7, 3);
+                        let cap = max_payload_in_group(wal.max_group_bytes(), n);
+                        let group: Vec<_> = (0..n)
                             .map(|i| {
                                 let len = if rng.random_range(0..100) < workload.max_size_percent {
                                     cap
@@ -165,18 +79,10 @@ fn run(wal: &Wal, workload: Workload, seed: u64) -> Vec<Rec> {
                                 } else {
                                     rng.random_range(PAYLOAD_HEADER_BYTES..=cap)
                                 };
-                                let id = Id {
-                                    writer,
-                                    seq: seq + i as u32,
-                                    index: i as u8,
-                                    len: n as u8,
-                                };
-                                let kind = if i + 1 == n {
-                                    RecordKind::Commit
-                                } else {
-                                    RecordKind::Data
-                                };
-                                (kind, encode(id, len))
+                                (
+                                    group_kind(i, n),
+                                    encode(Id::in_group(0, writer, seq, i, n), len),
+                                )
                             })
                             .collect();
                         let roll = rng.random_range(0..100);
@@ -187,33 +93,21 @@ fn run(wal: &Wal, workload: Workload, seed: u64) -> Vec<Rec> {
                         } else {
                             Durability::Sync
                         };
-                        let refs: Vec<(RecordKind, &[u8])> =
-                            group.iter().map(|(k, p)| (*k, &p[..])).collect();
-                        let g = wal.append_group(&refs, durability).unwrap();
+                        let recs = append_group(wal, group, durability).unwrap();
+                        let end_lsn = recs.last().unwrap().end_lsn();
                         if durability != Durability::None {
                             assert!(
-                                wal.written_lsn() >= g.end_lsn,
+                                wal.written_lsn() >= end_lsn,
                                 "acknowledged {durability:?} but not written"
                             );
                         }
                         if durability == Durability::Sync {
                             assert!(
-                                wal.durable_lsn() >= g.end_lsn,
+                                wal.durable_lsn() >= end_lsn,
                                 "acknowledged Sync but not durable"
                             );
                         }
-                        let mut lsn = g.first_lsn;
-                        for (i, (kind, payload)) in group.into_iter().enumerate() {
-                            let span = record_span_bytes(payload.len() as u64);
-                            mine.push(Rec {
-                                lsn,
-                                kind,
-                                cont: i + 1 < n,
-                                payload,
-                            });
-                            lsn += span;
-                        }
-                        assert_eq!(lsn, g.end_lsn, "group span");
+                        mine.extend(recs);
                         seq += n as u32;
                     }
                     mine
@@ -222,7 +116,7 @@ fn run(wal: &Wal, workload: Workload, seed: u64) -> Vec<Rec> {
             .collect();
         let reader = s.spawn(|| {
             while !done.load(Ordering::Acquire) {
-                check_live_view(&records(wal), workload.threads);
+                check_live_view(&read_log(wal), workload.threads);
                 reader_passes.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
@@ -281,18 +175,21 @@ fn run_and_reopen(
     workload: Workload,
     seed: u64,
 ) {
-    let _guard = SeedGuard(format!("{label} with seed {seed:#x}"));
+    let _guard = SeedGuard(format!(
+        "{label} with seed {seed:#x} (base seed {}; thread interleaving is not replayable)",
+        base_seed()
+    ));
     let started = std::time::Instant::now();
     let (wal, _) = Wal::open_with_storage(storage(), options(segment_size_bytes)).unwrap();
     let acked = run(&wal, workload, seed);
     let stats = wal.stats();
     assert_eq!(stats.records, acked.len() as u64);
     // The live log already holds everything, in order.
-    check_reopened(&records(&wal), &acked, workload.threads);
+    check_reopened(&read_log(&wal), &acked, workload.threads);
     drop(wal);
     let (wal, report) = Wal::open_with_storage(storage(), options(segment_size_bytes)).unwrap();
     assert_eq!(report.records, acked.len() as u64);
-    check_reopened(&records(&wal), &acked, workload.threads);
+    check_reopened(&read_log(&wal), &acked, workload.threads);
     println!(
         "{label}: {} records, {} segments, {} syncs for {} sync requests, {:.1?}",
         acked.len(),
@@ -323,7 +220,7 @@ fn concurrent_appends_to_files_are_all_recovered_in_lsn_order() {
         || Arc::new(collection_store::wal::FileStorage::open(&path).unwrap()),
         4096,
         workload,
-        seed(),
+        base_seed(),
     );
 }
 
@@ -343,7 +240,7 @@ fn concurrent_appends_in_memory_are_all_recovered_in_lsn_order() {
             || storage.clone(),
             segment,
             workload,
-            seed() ^ round as u64,
+            base_seed() ^ round as u64,
         );
     }
 }
@@ -365,6 +262,6 @@ fn concurrent_large_appends_under_ring_backpressure_lose_nothing() {
         || storage.clone(),
         4096,
         workload,
-        seed() ^ 0xBACC,
+        base_seed() ^ 0xBACC,
     );
 }

@@ -6,21 +6,18 @@
 //! - `scan_segment` over a segment laid out from arbitrary groups returns exactly those records and groups, and
 //!   over a segment torn or overwritten at a random place returns exactly the groups before the damage.
 
+mod common;
+
+use std::ops::Range;
+
 use collection_store::wal::format::{
     FLAG_GROUP_CONTINUES, HeaderError, META_BYTES, Meta, RECORD_ALIGN_BYTES, RECORD_HEADER_BYTES,
-    RecordError, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader, encode_pad_header,
-    encode_record_header, header_word, parse_record, record_span_bytes, span_of_word,
+    RecordError, RecordKind, SEGMENT_HEADER_BYTES, SegmentHeader, encode_pad_header, header_word,
+    parse_record, record_span_bytes, span_of_word,
 };
 use collection_store::wal::scan::{ScanEnd, scan_segment};
+use common::{KINDS, group_span, new_segment, put_group, put_record, seal_segment};
 use proptest::prelude::*;
-
-const KINDS: [RecordKind; 5] = [
-    RecordKind::Data,
-    RecordKind::Commit,
-    RecordKind::Prepare,
-    RecordKind::Abort,
-    RecordKind::Checkpoint,
-];
 
 fn kind() -> impl Strategy<Value = RecordKind> {
     prop::sample::select(KINDS.to_vec())
@@ -39,23 +36,6 @@ fn segment_base() -> impl Strategy<Value = u64> {
     (12u32..=30, any::<u64>()).prop_map(|(shift, n)| n & !((1 << shift) - 1))
 }
 
-/// Writes a record at `offset` of `buf` (which must have room) and returns its span.
-fn put(
-    buf: &mut [u8],
-    offset: u64,
-    base: u64,
-    salt: u64,
-    kind: RecordKind,
-    flags: u8,
-    payload: &[u8],
-) -> u64 {
-    let header = encode_record_header(base + offset, salt, kind, flags, payload);
-    let at = offset as usize;
-    buf[at..at + 32].copy_from_slice(&header);
-    buf[at + 32..at + 32 + payload.len()].copy_from_slice(payload);
-    record_span_bytes(payload.len() as u64)
-}
-
 /// A buffer holding one record at `offset`, `extra` bytes of zeros after its span.
 fn one_record(
     offset: u64,
@@ -68,8 +48,46 @@ fn one_record(
 ) -> Vec<u8> {
     let span = record_span_bytes(payload.len() as u64);
     let mut buf = vec![0u8; (offset + span + extra) as usize];
-    put(&mut buf, offset, base, salt, kind, flags, payload);
+    put_record(&mut buf, offset, base, salt, kind, flags, payload);
     buf
+}
+
+/// A buffer holding a PAD of `span` bytes at `offset`, reaching the buffer's end.
+fn one_pad(offset: u64, base: u64, salt: u64, span: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; (offset + span) as usize];
+    let at = offset as usize;
+    buf[at..at + 32].copy_from_slice(&encode_pad_header(base + offset, salt, span));
+    buf
+}
+
+/// Every copy of `bytes` with one bit flipped within `range`: `(byte, bit, copy)`.
+fn bit_flips(bytes: &[u8], range: Range<usize>) -> impl Iterator<Item = (usize, u32, Vec<u8>)> {
+    range.flat_map(move |byte| {
+        (0..8).map(move |bit| {
+            let mut bad = bytes.to_vec();
+            bad[byte] ^= 1 << bit;
+            (byte, bit, bad)
+        })
+    })
+}
+
+/// `decode` rejects every single-bit flip and every truncation of `bytes`.
+fn rejects_flips_and_truncations<T: PartialEq + std::fmt::Debug>(
+    bytes: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, HeaderError>,
+) -> Result<(), TestCaseError> {
+    for (byte, bit, bad) in bit_flips(bytes, 0..bytes.len()) {
+        prop_assert!(
+            decode(&bad).is_err(),
+            "flip of bit {} of byte {}",
+            bit,
+            byte
+        );
+    }
+    for len in 0..bytes.len() {
+        prop_assert_eq!(decode(&bytes[..len]), Err(HeaderError::Truncated));
+    }
+    Ok(())
 }
 
 /// A record's offset in its segment: 8-aligned, after the segment header.
@@ -119,9 +137,8 @@ proptest! {
         garbage in payload(64),
     ) {
         let span = words * RECORD_ALIGN_BYTES;
-        let mut buf = vec![0u8; (offset + span) as usize];
+        let mut buf = one_pad(offset, base, salt, span);
         let at = offset as usize;
-        buf[at..at + 32].copy_from_slice(&encode_pad_header(base + offset, salt, span));
         // A PAD's body is never read: garbage in it does not matter.
         let body = &mut buf[at + 32..];
         let n = garbage.len().min(body.len());
@@ -148,15 +165,11 @@ proptest! {
         let buf = one_record(offset, base, salt, kind, flags, &payload, 16);
         let from = offset as usize;
         let to = from + 32 + payload.len();
-        for byte in from..to {
-            for bit in 0..8 {
-                let mut bad = buf.clone();
-                bad[byte] ^= 1 << bit;
-                prop_assert!(
-                    parse_record(&bad, offset, base, salt).is_err(),
-                    "flip of bit {} of byte {} validated", bit, byte - from
-                );
-            }
+        for (byte, bit, bad) in bit_flips(&buf, from..to) {
+            prop_assert!(
+                parse_record(&bad, offset, base, salt).is_err(),
+                "flip of bit {} of byte {} validated", bit, byte - from
+            );
         }
     }
 
@@ -167,16 +180,10 @@ proptest! {
         salt in any::<u64>(),
         words in 4u64..64,
     ) {
-        let span = words * RECORD_ALIGN_BYTES;
-        let mut buf = vec![0u8; (offset + span) as usize];
+        let buf = one_pad(offset, base, salt, words * RECORD_ALIGN_BYTES);
         let at = offset as usize;
-        buf[at..at + 32].copy_from_slice(&encode_pad_header(base + offset, salt, span));
-        for byte in at..at + 32 {
-            for bit in 0..8 {
-                let mut bad = buf.clone();
-                bad[byte] ^= 1 << bit;
-                prop_assert!(parse_record(&bad, offset, base, salt).is_err());
-            }
+        for (_, _, bad) in bit_flips(&buf, at..at + 32) {
+            prop_assert!(parse_record(&bad, offset, base, salt).is_err());
         }
     }
 
@@ -244,16 +251,7 @@ proptest! {
         let h = SegmentHeader { salt, base_lsn, segment_size_bytes };
         let bytes = h.encode();
         prop_assert_eq!(SegmentHeader::decode(&bytes), Ok(h));
-        for byte in 0..bytes.len() {
-            for bit in 0..8 {
-                let mut bad = bytes;
-                bad[byte] ^= 1 << bit;
-                prop_assert!(SegmentHeader::decode(&bad).is_err(), "flip of bit {} of byte {}", bit, byte);
-            }
-        }
-        for len in 0..bytes.len() {
-            prop_assert_eq!(SegmentHeader::decode(&bytes[..len]), Err(HeaderError::Truncated));
-        }
+        rejects_flips_and_truncations(&bytes, SegmentHeader::decode)?;
     }
 
     #[test]
@@ -266,16 +264,7 @@ proptest! {
         let bytes = m.encode();
         prop_assert_eq!(bytes.len(), META_BYTES);
         prop_assert_eq!(Meta::decode(&bytes), Ok(m));
-        for byte in 0..bytes.len() {
-            for bit in 0..8 {
-                let mut bad = bytes;
-                bad[byte] ^= 1 << bit;
-                prop_assert!(Meta::decode(&bad).is_err(), "flip of bit {} of byte {}", bit, byte);
-            }
-        }
-        for len in 0..bytes.len() {
-            prop_assert_eq!(Meta::decode(&bytes[..len]), Err(HeaderError::Truncated));
-        }
+        rejects_flips_and_truncations(&bytes, Meta::decode)?;
     }
 
     #[test]
@@ -307,43 +296,19 @@ fn build_segment(
     groups: &[Group],
     seal: bool,
 ) -> (Vec<u8>, Vec<Placed>) {
-    let mut seg = vec![0u8; size as usize];
-    seg[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(
-        &SegmentHeader {
-            salt,
-            base_lsn: base,
-            segment_size_bytes: size,
-        }
-        .encode(),
-    );
+    let mut seg = new_segment(size, base, salt);
     let mut at = SEGMENT_HEADER_BYTES;
     let mut placed = Vec::new();
     for group in groups {
-        let span: u64 = group
-            .iter()
-            .map(|(_, p)| record_span_bytes(p.len() as u64))
-            .sum();
-        if at + span > size {
+        if at + group_span(group) > size {
             break;
         }
-        let mut records = Vec::new();
-        for (i, (kind, payload)) in group.iter().enumerate() {
-            let flags = if i + 1 < group.len() {
-                FLAG_GROUP_CONTINUES
-            } else {
-                0
-            };
-            records.push((at, payload.len()));
-            at += put(&mut seg, at, base, salt, *kind, flags, payload);
-        }
-        placed.push(Placed { records, end: at });
+        let (records, end) = put_group(&mut seg, at, base, salt, group);
+        at = end;
+        placed.push(Placed { records, end });
     }
-    if seal && size - at >= RECORD_HEADER_BYTES {
-        seg[at as usize..at as usize + 32].copy_from_slice(&encode_pad_header(
-            base + at,
-            salt,
-            size - at,
-        ));
+    if seal {
+        seal_segment(&mut seg, at, base, salt);
     }
     (seg, placed)
 }

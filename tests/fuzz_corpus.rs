@@ -16,18 +16,20 @@
 //! Regenerate the seeds (rewrites every file of the directory; salts are random, so all bytes change):
 //! `cargo test --test fuzz_corpus -- --ignored --exact regenerate_seed_corpus`
 
+mod common;
+
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use collection_store::wal::format::{
-    FLAG_GROUP_CONTINUES, Meta, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader,
-    encode_pad_header, encode_record_header, record_span_bytes,
+    Meta, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader, record_span_bytes,
 };
 use collection_store::wal::scan::fuzz_recovery;
 use collection_store::wal::{
     Durability, LogStorage, MemStorage, RecordKind, SegmentName, Wal, WalOptions,
 };
+use common::{KINDS, group_span, new_segment, put_group, seal_segment};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -94,10 +96,8 @@ const SALVAGE: u8 = 1;
 
 fn options(max_free_segments: usize) -> WalOptions {
     WalOptions {
-        segment_size_bytes: SEGMENT,
-        staging_buffer_bytes: 64 << 10,
         max_free_segments,
-        ..WalOptions::default()
+        ..common::options(SEGMENT)
     }
 }
 
@@ -157,6 +157,15 @@ fn append(wal: &Wal, kind: RecordKind, payload: &[u8]) -> u64 {
     wal.append(kind, payload, Durability::None).unwrap()
 }
 
+/// 31 records of 96 B and one of `last_len` B, then one more record, in the next segment when the first is full.
+fn fill_first_segment(wal: &Wal, last_len: usize) {
+    for i in 0..31 {
+        append(wal, RecordKind::Data, &payload(i, 96));
+    }
+    append(wal, RecordKind::Data, &payload(31, last_len));
+    append(wal, RecordKind::Commit, b"next segment");
+}
+
 /// `(segment index, offset in segment)` of `lsn` in a log whose first segment has base `start`.
 fn locate(start: u64, lsn: u64) -> (usize, usize) {
     (((lsn - start) / SEGMENT) as usize, (lsn % SEGMENT) as usize)
@@ -192,49 +201,18 @@ fn synth_log(
     start: u64,
     groups: &[Vec<(RecordKind, Vec<u8>)>],
 ) -> Vec<Vec<u8>> {
-    let new_segment = |base: u64| {
-        let mut s = vec![0u8; size as usize];
-        s[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(
-            &SegmentHeader {
-                salt,
-                base_lsn: base,
-                segment_size_bytes: size,
-            }
-            .encode(),
-        );
-        s
-    };
-    let mut segments = vec![new_segment(start)];
-    let mut at = SEGMENT_HEADER_BYTES;
+    let mut segments = vec![new_segment(size, start, salt)];
+    let (mut base, mut at) = (start, SEGMENT_HEADER_BYTES);
     for group in groups {
-        let span: u64 = group
-            .iter()
-            .map(|(_, p)| record_span_bytes(p.len() as u64))
-            .sum();
+        let span = group_span(group);
         assert!(span <= size - SEGMENT_HEADER_BYTES);
         if at + span > size {
-            let base = start + size * (segments.len() as u64 - 1);
-            if size - at >= RECORD_HEADER_BYTES {
-                let pad = encode_pad_header(base + at, salt, size - at);
-                segments.last_mut().unwrap()[at as usize..][..32].copy_from_slice(&pad);
-            }
-            segments.push(new_segment(base + size));
+            seal_segment(segments.last_mut().unwrap(), at, base, salt);
+            base += size;
+            segments.push(new_segment(size, base, salt));
             at = SEGMENT_HEADER_BYTES;
         }
-        let base = start + size * (segments.len() as u64 - 1);
-        let seg = segments.last_mut().unwrap();
-        for (i, (kind, payload)) in group.iter().enumerate() {
-            let flags = if i + 1 < group.len() {
-                FLAG_GROUP_CONTINUES
-            } else {
-                0
-            };
-            let header = encode_record_header(base + at, salt, *kind, flags, payload);
-            let a = at as usize;
-            seg[a..a + 32].copy_from_slice(&header);
-            seg[a + 32..a + 32 + payload.len()].copy_from_slice(payload);
-            at += record_span_bytes(payload.len() as u64);
-        }
+        at = put_group(segments.last_mut().unwrap(), at, base, salt, group).1;
     }
     segments
 }
@@ -259,13 +237,6 @@ fn synth_groups(
     max_payload: usize,
     rng: &mut SmallRng,
 ) -> Vec<Vec<(RecordKind, Vec<u8>)>> {
-    const KINDS: [RecordKind; 5] = [
-        RecordKind::Data,
-        RecordKind::Commit,
-        RecordKind::Prepare,
-        RecordKind::Abort,
-        RecordKind::Checkpoint,
-    ];
     (0..count)
         .map(|g| {
             let n = rng.random_range(1..=3);
@@ -394,25 +365,13 @@ fn regenerate_seed_corpus() {
     let multi_lsns = std::mem::take(&mut lsns);
     real.push((
         "real-exact-fill",
-        real_log(2, |wal| {
-            // 4096 - 64 = 4032 = 31 * 128 + 64: fill the first segment to its last byte, then one more.
-            for i in 0..31 {
-                append(wal, RecordKind::Data, &payload(i, 96));
-            }
-            append(wal, RecordKind::Data, &payload(31, 32));
-            append(wal, RecordKind::Commit, b"next segment");
-        }),
+        // 4096 - 64 = 4032 = 31 * 128 + 64: fill the first segment to its last byte, then one more.
+        real_log(2, |wal| fill_first_segment(wal, 32)),
     ));
     real.push((
         "real-short-seal",
-        real_log(2, |wal| {
-            // Leave 24 bytes at the end of the first segment: too few for a PAD, skipped by the scan.
-            for i in 0..31 {
-                append(wal, RecordKind::Data, &payload(i, 96));
-            }
-            append(wal, RecordKind::Data, &payload(31, 8));
-            append(wal, RecordKind::Commit, b"next segment");
-        }),
+        // Leave 24 bytes at the end of the first segment: too few for a PAD, skipped by the scan.
+        real_log(2, |wal| fill_first_segment(wal, 8)),
     ));
     real.push((
         "real-largest-record",

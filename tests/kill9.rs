@@ -18,6 +18,8 @@
 //! CSTORE_KILL9_ITERATIONS=1000 cargo test --release --test kill9
 //! ```
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -27,7 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use collection_store::Error;
-use collection_store::wal::{Durability, RecordKind, Wal, WalOptions};
+use collection_store::wal::{Durability, Wal, WalOptions};
+use common::{
+    Id, PAYLOAD_HEADER_BYTES, Rec, append_group, decode, encode, env_or, group_kind,
+    max_payload_in_group, random_group_len, read_log,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -41,56 +47,10 @@ const WRITERS: u8 = 2;
 const KILLS_PER_DIRECTORY: usize = 10;
 /// A child that was never killed gives up after this long.
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
-const PAYLOAD_HEADER_BYTES: usize = 16;
 const SEED: u64 = 0x0009_0009;
 
 fn options() -> WalOptions {
-    WalOptions {
-        segment_size_bytes: 8192,
-        staging_buffer_bytes: 64 << 10,
-        ..WalOptions::default()
-    }
-}
-
-/// Who wrote a record: child `epoch`, `writer` thread, its `seq`-th record, position `index` of `len` in its group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Id {
-    epoch: u32,
-    writer: u8,
-    seq: u32,
-    index: u8,
-    len: u8,
-}
-
-fn fill(id: Id, j: usize) -> u8 {
-    (u64::from(id.epoch) * 31 + u64::from(id.writer) * 17 + u64::from(id.seq) * 7 + j as u64 * 13)
-        as u8
-}
-
-/// A payload that names its writer and is checkable byte by byte.
-fn encode(id: Id, total_len: usize) -> Vec<u8> {
-    assert!(total_len >= PAYLOAD_HEADER_BYTES);
-    let mut p = Vec::with_capacity(total_len);
-    p.extend_from_slice(&id.epoch.to_le_bytes());
-    p.extend_from_slice(&id.seq.to_le_bytes());
-    p.extend_from_slice(&[id.writer, id.index, id.len, 0xA5]);
-    p.extend_from_slice(&(total_len as u32).to_le_bytes());
-    p.extend((PAYLOAD_HEADER_BYTES..total_len).map(|j| fill(id, j)));
-    p
-}
-
-/// The id of a payload made by [`encode`], if every byte is exactly as it made it.
-fn decode(p: &[u8]) -> Option<Id> {
-    let h = p.get(..PAYLOAD_HEADER_BYTES)?;
-    let u32_at = |at: usize| u32::from_le_bytes(h[at..at + 4].try_into().unwrap());
-    let id = Id {
-        epoch: u32_at(0),
-        seq: u32_at(4),
-        writer: h[8],
-        index: h[9],
-        len: h[10],
-    };
-    (h[11] == 0xA5 && u32_at(12) as usize == p.len() && encode(id, p.len()) == p).then_some(id)
+    common::options(8192)
 }
 
 /// An acknowledgement line: `ack <writer> <first seq> <records> <durability> <first lsn>`.
@@ -161,33 +121,19 @@ fn child_process() {
             std::thread::spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(seed ^ (u64::from(writer) << 40));
                 let mut seq = 0u32;
-                let max_each = |n: usize| ((wal.max_group_bytes() as usize / n) & !7) - 32;
                 while Instant::now() < deadline {
-                    let n = if rng.random_bool(0.6) {
-                        1
-                    } else {
-                        rng.random_range(2..=4)
-                    };
-                    let group: Vec<(RecordKind, Vec<u8>)> = (0..n)
+                    let n = random_group_len(&mut rng, 0.6, 4);
+                    let group: Vec<_> = (0..n)
                         .map(|i| {
                             let len = match rng.random_range(0..100) {
                                 0..60 => rng.random_range(PAYLOAD_HEADER_BYTES..100),
                                 60..95 => rng.random_range(100..800),
-                                _ => max_each(n),
+                                _ => max_payload_in_group(wal.max_group_bytes(), n),
                             };
-                            let id = Id {
-                                epoch,
-                                writer,
-                                seq: seq + i as u32,
-                                index: i as u8,
-                                len: n as u8,
-                            };
-                            let kind = if i + 1 == n {
-                                RecordKind::Commit
-                            } else {
-                                RecordKind::Data
-                            };
-                            (kind, encode(id, len))
+                            (
+                                group_kind(i, n),
+                                encode(Id::in_group(epoch, writer, seq, i, n), len),
+                            )
                         })
                         .collect();
                     let durability = match rng.random_range(0..10) {
@@ -195,13 +141,10 @@ fn child_process() {
                         4..8 => Durability::Os,
                         _ => Durability::Sync,
                     };
-                    let refs: Vec<(RecordKind, &[u8])> =
-                        group.iter().map(|(k, p)| (*k, &p[..])).collect();
-                    let g = wal.append_group(&refs, durability).unwrap();
+                    let first_lsn = append_group(&wal, group, durability).unwrap()[0].lsn;
                     let line = format!(
-                        "ack {writer} {seq} {n} {} {}\n",
+                        "ack {writer} {seq} {n} {} {first_lsn}\n",
                         durability_code(durability),
-                        g.first_lsn
                     );
                     (&*acks).write_all(line.as_bytes()).unwrap();
                     seq += n as u32;
@@ -251,29 +194,6 @@ fn ack_lines(path: &Path) -> Vec<String> {
     complete.lines().map(str::to_owned).collect()
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Rec {
-    lsn: u64,
-    kind: RecordKind,
-    cont: bool,
-    payload: Vec<u8>,
-}
-
-fn read_log(wal: &Wal) -> Vec<Rec> {
-    wal.iter_from(wal.start_lsn())
-        .unwrap()
-        .map(|r| {
-            let r = r.expect("a recovered log iterates without error");
-            Rec {
-                lsn: r.lsn(),
-                kind: r.kind(),
-                cont: r.group_continues(),
-                payload: r.payload().to_vec(),
-            }
-        })
-        .collect()
-}
-
 /// Checks the log recovered after killing child `epoch`, given the log before it ran and its acknowledgements.
 fn check_after_kill(before: &[Rec], after: &[Rec], epoch: u32, acks: &[Ack]) -> Result<(), String> {
     if after.len() < before.len() || after[..before.len()] != *before {
@@ -318,14 +238,7 @@ fn check_after_kill(before: &[Rec], after: &[Rec], epoch: u32, acks: &[Ack]) -> 
             ));
         }
         let last = id.index + 1 == id.len;
-        if r.cont == last
-            || r.kind
-                != if last {
-                    RecordKind::Commit
-                } else {
-                    RecordKind::Data
-                }
-        {
+        if r.cont == last || r.kind != group_kind(id.index.into(), id.len.into()) {
             return Err(format!(
                 "record {i}: {id:?} has flag {} kind {:?}",
                 r.cont, r.kind
@@ -375,10 +288,7 @@ fn wait_for_open(child: &mut ChildGuard, acks: &Path, stderr: &Path) {
 
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_record() {
-    let iterations: usize = std::env::var("CSTORE_KILL9_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+    let iterations: usize = env_or("CSTORE_KILL9_ITERATIONS", 20);
     let mut rng = SmallRng::seed_from_u64(SEED);
     let scratch = tempfile::tempdir().unwrap();
     let (mut dir, mut before): (PathBuf, Vec<Rec>) = (PathBuf::new(), Vec::new());
@@ -460,11 +370,7 @@ fn checker_rejects_what_kill_9_must_never_produce() {
         };
         Rec {
             lsn,
-            kind: if index + 1 == len {
-                RecordKind::Commit
-            } else {
-                RecordKind::Data
-            },
+            kind: group_kind(index.into(), len.into()),
             cont: index + 1 < len,
             payload: encode(id, 40),
         }

@@ -16,6 +16,8 @@
 //! Seeds are fixed (override the base with `CSTORE_SEED=N`) and printed on failure. The number of crash images is
 //! about 2,000 per run; `CSTORE_CRASH_IMAGES=N` scales it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,6 +26,7 @@ use std::time::Duration;
 use collection_store::Error;
 use collection_store::wal::format::record_span_bytes;
 use collection_store::wal::{Durability, MemStorage, RecordKind, RecoveryReport, Wal, WalOptions};
+use common::{SeedGuard, env_or, group_kind, max_payload_in_group, options, random_group_len};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -31,42 +34,27 @@ const DEFAULT_BASE_SEED: u64 = 0x00C0_FFEE_2026;
 const DEFAULT_CRASH_IMAGES: usize = 2_000;
 
 fn base_seed() -> u64 {
-    std::env::var("CSTORE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_BASE_SEED)
+    env_or("CSTORE_SEED", DEFAULT_BASE_SEED)
 }
 
 /// This test's share of the crash-image budget (`CSTORE_CRASH_IMAGES`, default 2,000).
 fn image_budget(share_percent: usize) -> usize {
-    let total = std::env::var("CSTORE_CRASH_IMAGES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(DEFAULT_CRASH_IMAGES);
-    (total * share_percent / 100).max(1)
+    (env_or("CSTORE_CRASH_IMAGES", DEFAULT_CRASH_IMAGES) * share_percent / 100).max(1)
 }
 
 /// Prints what to rerun if the test panics while it is alive.
-struct SeedGuard(String);
-
-impl Drop for SeedGuard {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "FAILED at {} (rerun with CSTORE_SEED={} to reproduce)",
-                self.0,
-                base_seed()
-            );
-        }
-    }
+fn seed_guard(what: String) -> SeedGuard {
+    SeedGuard(format!(
+        "{what} (rerun with CSTORE_SEED={} to reproduce)",
+        base_seed()
+    ))
 }
 
-fn options(segment_size_bytes: u64) -> WalOptions {
-    WalOptions {
-        segment_size_bytes,
-        staging_buffer_bytes: 64 << 10,
-        ..WalOptions::default()
-    }
+/// A new log on a simulated disk.
+fn simulated_log(opts: &WalOptions) -> (Arc<MemStorage>, Wal) {
+    let storage = Arc::new(MemStorage::simulated());
+    let (wal, _) = Wal::open_with_storage(storage.clone(), opts.clone()).unwrap();
+    (storage, wal)
 }
 
 /// A record as appended: its LSN (unknown for an append that failed), kind, group flag and bytes.
@@ -107,7 +95,7 @@ struct Gen {
     rng: SmallRng,
     writer: u8,
     seq: u32,
-    max_group_bytes: usize,
+    max_group_bytes: u64,
     /// Fixed payload length for every record (the zeroing test wants equal spans), or random lengths.
     fixed_len: Option<usize>,
 }
@@ -118,7 +106,7 @@ impl Gen {
             rng: SmallRng::seed_from_u64(seed),
             writer,
             seq: 0,
-            max_group_bytes: usize::try_from(max_group_bytes).unwrap(),
+            max_group_bytes,
             fixed_len: None,
         }
     }
@@ -132,13 +120,13 @@ impl Gen {
     }
 
     fn group(&mut self) -> Vec<(RecordKind, Vec<u8>)> {
-        let n = if self.fixed_len.is_some() || self.rng.random_bool(0.6) {
+        let n = if self.fixed_len.is_some() {
             1
         } else {
-            self.rng.random_range(2..=4)
+            random_group_len(&mut self.rng, 0.6, 4)
         };
         // Each record gets at most an equal share of the largest group, so any mix fits.
-        let cap = ((self.max_group_bytes / n) & !7) - 32;
+        let cap = max_payload_in_group(self.max_group_bytes, n);
         (0..n)
             .map(|i| {
                 let len = self
@@ -150,11 +138,7 @@ impl Gen {
                         _ => cap,
                     });
                 let kind = if n > 1 {
-                    if i + 1 == n {
-                        RecordKind::Commit
-                    } else {
-                        RecordKind::Data
-                    }
+                    group_kind(i, n)
                 } else {
                     [RecordKind::Data, RecordKind::Commit, RecordKind::Checkpoint]
                         [self.rng.random_range(0..3)]
@@ -255,6 +239,13 @@ fn quiescent_survival(rng: &mut SmallRng) -> Survival {
         },
         _ => random_survival(rng),
     }
+}
+
+/// Images to take of a storage nothing is writing to: all lost, all kept, then `random` random patterns.
+fn quiescent_survivals(rng: &mut SmallRng, random: usize) -> Vec<Survival> {
+    let mut all = vec![Survival::AllLost, Survival::AllKept];
+    all.extend((0..random).map(|_| quiescent_survival(rng)));
+    all
 }
 
 fn random_survival(rng: &mut SmallRng) -> Survival {
@@ -374,11 +365,10 @@ fn crash_images_between_appends_recover_a_durable_prefix() {
     let mut recycled = 0;
     while images < budget {
         let seed = base_seed() ^ (run << 20);
-        let _guard = SeedGuard(format!("single-writer run {run} seed {seed:#x}"));
+        let _guard = seed_guard(format!("single-writer run {run} seed {seed:#x}"));
         let mut rng = SmallRng::seed_from_u64(seed);
         let opts = options(if rng.random_bool(0.5) { 4096 } else { 8192 });
-        let storage = Arc::new(MemStorage::simulated());
-        let (wal, _) = Wal::open_with_storage(storage.clone(), opts.clone()).unwrap();
+        let (storage, wal) = simulated_log(&opts);
         let mut generator = Gen::new(rng.random(), 0, wal.max_group_bytes());
         let mut expected: Vec<Rec> = Vec::new();
         let mut sync_end = 0;
@@ -401,12 +391,7 @@ fn crash_images_between_appends_recover_a_durable_prefix() {
                 let durable = count_within(&expected, wal.durable_lsn());
                 let written = count_within(&expected, wal.written_lsn());
                 assert!(durable >= count_within(&expected, sync_end) && written >= durable);
-                for survival in [
-                    Survival::AllLost,
-                    Survival::AllKept,
-                    quiescent_survival(&mut rng),
-                    quiescent_survival(&mut rng),
-                ] {
+                for survival in quiescent_survivals(&mut rng, 2) {
                     let image = crash_image(&storage, survival, &mut rng);
                     let must = match survival {
                         Survival::AllKept => written,
@@ -444,13 +429,12 @@ fn crash_images_during_concurrent_appends_recover_a_durable_prefix() {
     let mut run = 0u64;
     while images < budget {
         let seed = base_seed() ^ (run << 20) ^ 0xC0C0;
-        let _guard = SeedGuard(format!(
+        let _guard = seed_guard(format!(
             "concurrent run {run} seed {seed:#x} (threads: not replayable)"
         ));
         let mut rng = SmallRng::seed_from_u64(seed);
         let opts = options(if rng.random_bool(0.5) { 4096 } else { 8192 });
-        let storage = Arc::new(MemStorage::simulated());
-        let (wal, _) = Wal::open_with_storage(storage.clone(), opts.clone()).unwrap();
+        let (storage, wal) = simulated_log(&opts);
         let max_sync_end = AtomicU64::new(0);
         let done = AtomicBool::new(false);
         let per_run = (budget - images).min(40);
@@ -522,11 +506,10 @@ fn injected_eio_poisons_and_the_crash_image_keeps_every_synced_record() {
     let mut failed_runs = 0;
     while images < budget {
         let seed = base_seed() ^ (run << 20) ^ 0xE10;
-        let _guard = SeedGuard(format!("EIO run {run} seed {seed:#x}"));
+        let _guard = seed_guard(format!("EIO run {run} seed {seed:#x}"));
         let mut rng = SmallRng::seed_from_u64(seed);
         let opts = options(4096);
-        let storage = Arc::new(MemStorage::simulated());
-        let (wal, _) = Wal::open_with_storage(storage.clone(), opts.clone()).unwrap();
+        let (storage, wal) = simulated_log(&opts);
         let fail_syncs = rng.random_bool(0.5);
         let after = if fail_syncs {
             rng.random_range(0..25)
@@ -594,12 +577,7 @@ fn injected_eio_poisons_and_the_crash_image_keeps_every_synced_record() {
         let durable = count_within(&expected, wal.durable_lsn());
         assert!(durable >= sync_acked);
         drop(wal);
-        for survival in [
-            Survival::AllLost,
-            Survival::AllKept,
-            quiescent_survival(&mut rng),
-            quiescent_survival(&mut rng),
-        ] {
+        for survival in quiescent_survivals(&mut rng, 2) {
             let image = crash_image(&storage, survival, &mut rng);
             check_image(image, &expected, durable, &opts).unwrap_or_else(|e| {
                 panic!(
@@ -680,13 +658,12 @@ fn injected_eio_under_concurrent_appends_keeps_every_synced_record() {
     let mut failed_runs = 0;
     while images < budget {
         let seed = base_seed() ^ (run << 20) ^ 0xE1E1;
-        let _guard = SeedGuard(format!(
+        let _guard = seed_guard(format!(
             "concurrent EIO run {run} seed {seed:#x} (threads: not replayable)"
         ));
         let mut rng = SmallRng::seed_from_u64(seed);
         let opts = options(4096);
-        let storage = Arc::new(MemStorage::simulated());
-        let (wal, _) = Wal::open_with_storage(storage.clone(), opts.clone()).unwrap();
+        let (storage, wal) = simulated_log(&opts);
         if rng.random_bool(0.5) {
             storage.fail_syncs_after(Some(rng.random_range(0..30)));
         } else {
@@ -757,11 +734,7 @@ fn injected_eio_under_concurrent_appends_keeps_every_synced_record() {
             .collect();
         let failed: Vec<Rec> = results.iter().flat_map(|r| r.1.iter().cloned()).collect();
         drop(wal);
-        for survival in [
-            Survival::AllLost,
-            Survival::AllKept,
-            quiescent_survival(&mut rng),
-        ] {
+        for survival in quiescent_survivals(&mut rng, 1) {
             let image = crash_image(&storage, survival, &mut rng);
             check_image_with_failures(image, &acked, &failed, durable_bound, &opts)
                 .unwrap_or_else(|e| panic!("{survival:?}: {e}"));
@@ -782,8 +755,7 @@ fn injected_eio_under_concurrent_appends_keeps_every_synced_record() {
 fn zeroing_round(seed: u64, restore_leftovers: bool) -> Result<(bool, bool), String> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let opts = options(4096);
-    let storage = Arc::new(MemStorage::simulated());
-    let (wal, _) = Wal::open_with_storage(storage.clone(), opts.clone()).unwrap();
+    let (storage, wal) = simulated_log(&opts);
     // Equal spans: a new record lands exactly where an old one was, so a leftover after it would chain on.
     let len = rng.random_range(40..200);
     let mut old_gen = Gen::new(rng.random(), 0, wal.max_group_bytes());
@@ -861,11 +833,7 @@ fn zeroing_round(seed: u64, restore_leftovers: bool) -> Result<(bool, bool), Str
             must = expected.len();
         }
     }
-    for survival in [
-        Survival::AllLost,
-        Survival::AllKept,
-        quiescent_survival(&mut rng),
-    ] {
+    for survival in quiescent_survivals(&mut rng, 1) {
         let second = crash_image(&first, survival, &mut rng);
         check_image(second, &expected, must, &opts).map_err(|e| format!("{survival:?}: {e}"))?;
     }
@@ -881,7 +849,7 @@ fn torn_tail_leftovers_never_resurrect_after_new_appends_and_a_second_crash() {
     let (mut discarded, mut interrupted) = (0, 0);
     for round in 0..rounds as u64 {
         let seed = base_seed() ^ (round << 20) ^ 0x2E80;
-        let _guard = SeedGuard(format!("zeroing round {round} seed {seed:#x}"));
+        let _guard = seed_guard(format!("zeroing round {round} seed {seed:#x}"));
         let (zeroed, cut_short) = zeroing_round(seed, false).unwrap();
         discarded += usize::from(zeroed);
         interrupted += usize::from(cut_short);
@@ -904,7 +872,7 @@ fn oracle_catches_resurrected_records_when_zeroing_is_undone() {
     let mut caught = 0;
     for round in 0..60u64 {
         let seed = base_seed() ^ (round << 20) ^ 0x2E80;
-        let _guard = SeedGuard(format!("zeroing self-check round {round} seed {seed:#x}"));
+        let _guard = seed_guard(format!("zeroing self-check round {round} seed {seed:#x}"));
         if let Err(e) = zeroing_round(seed, true) {
             assert!(e.contains("recovered") || e.contains("differs"), "{e}");
             caught += 1;

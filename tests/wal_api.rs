@@ -1,17 +1,15 @@
 //! Behaviour of the log through its public API: append, reopen, iterate, groups, segment roll, truncation,
 //! poisoning, bad options and the directory lock.
 
+mod common;
+
 use std::sync::Arc;
 
 use collection_store::Error;
 use collection_store::wal::{Durability, MemStorage, RecordKind, RecoveryMode, Wal, WalOptions};
 
 fn small() -> WalOptions {
-    WalOptions {
-        segment_size_bytes: 4096,
-        staging_buffer_bytes: 64 << 10,
-        ..WalOptions::default()
-    }
+    common::options(4096)
 }
 
 fn payloads(wal: &Wal) -> Vec<(u64, Vec<u8>)> {

@@ -1,0 +1,354 @@
+//! The harness both benches share (`mod common;` in `benches/wal.rs` and `benches/write_path.rs`): run settings,
+//! per-operation percentiles next to criterion's own estimate, disk cache flush counts, zero-filled floor files and
+//! the report table.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode};
+
+/// Payload bytes of the records both benches write.
+pub const RECORD_BYTES: usize = 256;
+
+/// Run settings; `CSTORE_BENCH_QUICK=1` shrinks everything to a smoke test.
+#[derive(Clone, Copy, Debug)]
+pub struct Cfg {
+    pub quick: bool,
+    pub warm_up: Duration,
+    pub measurement: Duration,
+    /// Operations run before criterion starts (page cache, allocation, first faults).
+    pub prewarm_ops: u64,
+    /// Size of the zero-filled floor files.
+    pub file_bytes: u64,
+}
+
+impl Cfg {
+    pub fn from_env() -> Self {
+        let quick = std::env::var("CSTORE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+            || criterion_test_mode();
+        if quick {
+            Self {
+                quick,
+                warm_up: Duration::from_millis(100),
+                measurement: Duration::from_millis(400),
+                prewarm_ops: 20,
+                file_bytes: 8 << 20,
+            }
+        } else {
+            Self {
+                quick,
+                warm_up: Duration::from_millis(500),
+                measurement: Duration::from_secs(4),
+                prewarm_ops: 200,
+                file_bytes: 64 << 20,
+            }
+        }
+    }
+}
+
+/// Whether criterion will only test or list the benchmarks (`cargo test --benches`, `-- --test`, `-- --list`):
+/// then the smoke-test sizes are used.
+pub fn criterion_test_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let has = |a: &str| args.iter().any(|x| x == a);
+    !has("--bench") || has("--test") || has("--list")
+}
+
+/// Record `i`: 256 deterministic bytes, none of them zero.
+pub fn payload(i: u64) -> [u8; RECORD_BYTES] {
+    let mut r = [0u8; RECORD_BYTES];
+    for (j, b) in r.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_add(j as u8) | 1;
+    }
+    r
+}
+
+/// Latency figures of one benchmark, in nanoseconds per operation.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub name: String,
+    /// Samples behind the percentiles (each one operation, or one batch divided by its size).
+    pub samples: usize,
+    pub batch: u64,
+    pub ops: u64,
+    pub mean_ns: f64,
+    pub p50_ns: f64,
+    pub p99_ns: f64,
+    pub p999_ns: f64,
+    pub max_ns: f64,
+    pub criterion_ns: Option<f64>,
+    pub flushes_per_op: Option<f64>,
+}
+
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+pub fn summarize(
+    name: &str,
+    mut samples: Vec<f64>,
+    batch: u64,
+    ops: u64,
+    total: Duration,
+) -> Option<Summary> {
+    if samples.is_empty() || ops == 0 {
+        return None;
+    }
+    samples.sort_by(f64::total_cmp);
+    Some(Summary {
+        name: name.to_owned(),
+        samples: samples.len(),
+        batch,
+        ops,
+        mean_ns: total.as_nanos() as f64 / ops as f64,
+        p50_ns: percentile(&samples, 0.50),
+        p99_ns: percentile(&samples, 0.99),
+        p999_ns: percentile(&samples, 0.999),
+        max_ns: samples[samples.len() - 1],
+        criterion_ns: None,
+        flushes_per_op: None,
+    })
+}
+
+/// The row of `rows` whose name ends with `id`.
+pub fn find(rows: &[Summary], id: &str) -> Option<Summary> {
+    rows.iter().find(|s| s.name.ends_with(id)).cloned()
+}
+
+/// What to benchmark: criterion group and id, operations per timed sample, the device whose flushes to count.
+pub struct Spec<'a> {
+    pub group: &'a str,
+    pub id: &'a str,
+    pub batch: u64,
+    pub disk: Option<&'a DiskFlushes>,
+}
+
+impl<'a> Spec<'a> {
+    pub fn new(group: &'a str, id: &'a str, batch: u64, disk: Option<&'a DiskFlushes>) -> Self {
+        Self {
+            group,
+            id,
+            batch,
+            disk,
+        }
+    }
+}
+
+/// Benchmarks `op` (one operation per call) under criterion with `iter_custom`, timing each batch of
+/// `spec.batch` operations itself. `finish` ends each of criterion's calls inside the timed region (e.g. a flush
+/// that hands the call's appends over); `between` runs after it, untimed (housekeeping).
+pub fn measure(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    spec: &Spec<'_>,
+    mut op: impl FnMut(),
+    mut finish: impl FnMut(),
+    mut between: impl FnMut(),
+) -> Option<Summary> {
+    let batch = spec.batch;
+    for _ in 0..cfg.prewarm_ops * batch {
+        op();
+    }
+    finish();
+    between();
+    let mut samples: Vec<f64> = Vec::new();
+    let mut ops = 0u64;
+    let mut total = Duration::ZERO;
+    let flushes_before = spec.disk.and_then(DiskFlushes::read);
+    {
+        let mut g = c.benchmark_group(spec.group);
+        g.warm_up_time(cfg.warm_up)
+            .measurement_time(cfg.measurement)
+            .sample_size(if batch == 1 { 20 } else { 50 });
+        if batch == 1 {
+            // Slow operations: the same iteration count per sample keeps the run near the measurement time.
+            g.sampling_mode(SamplingMode::Flat);
+        }
+        g.bench_function(spec.id, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut left = iters;
+                while left > 0 {
+                    let k = left.min(batch);
+                    let t = Instant::now();
+                    for _ in 0..k {
+                        op();
+                    }
+                    samples.push(t.elapsed().as_nanos() as f64 / k as f64);
+                    left -= k;
+                }
+                finish();
+                let elapsed = start.elapsed();
+                ops += iters;
+                total += elapsed;
+                between();
+                elapsed
+            });
+        });
+        g.finish();
+    }
+    let flushes_after = spec.disk.and_then(DiskFlushes::read);
+    let mut s = summarize(
+        &format!("{}/{}", spec.group, spec.id),
+        samples,
+        batch,
+        ops,
+        total,
+    )?;
+    s.criterion_ns = criterion_estimate_ns(spec.group, spec.id);
+    if let (Some(a), Some(b)) = (flushes_before, flushes_after) {
+        s.flushes_per_op = Some((b - a) as f64 / ops as f64);
+    }
+    Some(s)
+}
+
+/// [`measure`] for an operation that needs nothing done at the end of a call or between calls.
+pub fn measure_op(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    spec: &Spec<'_>,
+    op: impl FnMut(),
+) -> Option<Summary> {
+    measure(c, cfg, spec, op, || {}, || {})
+}
+
+/// Criterion's own estimate (slope if it has one, else mean) in ns, from its `estimates.json`.
+pub fn criterion_estimate_ns(group: &str, id: &str) -> Option<f64> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        roots.push(home.into());
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        roots.push(PathBuf::from(target).join("criterion"));
+    }
+    roots.push(PathBuf::from("target/criterion"));
+    let text = roots.iter().find_map(|r| {
+        std::fs::read_to_string(r.join(group).join(id).join("new/estimates.json")).ok()
+    })?;
+    let point = |key: &str| -> Option<f64> {
+        let at = text.find(&format!("\"{key}\":{{"))?;
+        let rest = &text[at..];
+        let p = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+        let num: String = rest[p..]
+            .chars()
+            .take_while(|ch| ch.is_ascii_digit() || matches!(ch, '.' | 'e' | 'E' | '-' | '+'))
+            .collect();
+        num.parse().ok()
+    };
+    point("slope").or_else(|| point("mean"))
+}
+
+/// Disk cache flush requests completed by the block device holding a path, from `/proc/diskstats`.
+#[derive(Clone, Debug)]
+pub struct DiskFlushes {
+    major: u64,
+    minor: u64,
+    pub name: String,
+}
+
+impl DiskFlushes {
+    pub fn for_path(path: &Path) -> Option<Self> {
+        let dev = std::fs::metadata(path).ok()?.dev();
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+        let mut d = Self {
+            major,
+            minor,
+            name: String::new(),
+        };
+        d.name = d.line()?.2;
+        Some(d)
+    }
+
+    fn line(&self) -> Option<(u64, u64, String, u64)> {
+        let text = std::fs::read_to_string("/proc/diskstats").ok()?;
+        text.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (maj, min) = (f.first()?.parse().ok()?, f.get(1)?.parse().ok()?);
+            // Field 16 after the name (kernel >= 5.5): flush requests completed.
+            let flushes = f.get(2 + 16)?.parse().ok()?;
+            (maj == self.major && min == self.minor).then(|| (maj, min, f[2].to_owned(), flushes))
+        })
+    }
+
+    pub fn read(&self) -> Option<u64> {
+        self.line().map(|l| l.3)
+    }
+}
+
+/// A file of `len` zero bytes, written and synced (so its blocks are allocated and initialized).
+pub fn zero_filled_file(path: &Path, len: u64) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_all()?;
+    Ok(file)
+}
+
+pub fn fmt_ns(ns: f64) -> String {
+    if !ns.is_finite() {
+        "-".into()
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+pub fn print_table(title: &str, rows: &[Summary]) {
+    eprintln!("\n== {title} ==");
+    eprintln!(
+        "{:<36} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>9} {:>10} {:>8}",
+        "benchmark",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "mean",
+        "criterion",
+        "ops",
+        "samples",
+        "flush/op"
+    );
+    for s in rows {
+        let flush = s
+            .flushes_per_op
+            .map_or_else(|| "-".to_owned(), |f| format!("{f:.2}"));
+        let samples = if s.batch > 1 {
+            format!("{}x{}", s.samples, s.batch)
+        } else {
+            s.samples.to_string()
+        };
+        eprintln!(
+            "{:<36} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>9} {:>10} {:>8}",
+            s.name,
+            fmt_ns(s.p50_ns),
+            fmt_ns(s.p99_ns),
+            fmt_ns(s.p999_ns),
+            fmt_ns(s.max_ns),
+            fmt_ns(s.mean_ns),
+            s.criterion_ns.map_or_else(|| "-".to_owned(), fmt_ns),
+            s.ops,
+            samples,
+            flush
+        );
+    }
+}
