@@ -22,7 +22,7 @@ use crate::collection::{
     self, ApplyError, CollectionVersion, Doc, Document, IndexDef, IndexKey, PrimaryKeyFn, Spec,
 };
 use crate::error::{Error, Result};
-use crate::txn::{Op, Transaction};
+use crate::txn::{Op, Participant, Transaction, Vote};
 use crate::wal::{Durability, RecordKind, RecoveryMode, RecoveryReport, Wal, WalOptions};
 
 /// Options for [`Database::open`].
@@ -53,12 +53,16 @@ impl Default for Options {
 }
 
 /// What a commit did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitInfo {
     /// The commit's sequence number (0 for a transaction that wrote nothing).
     pub seq: u64,
     /// LSN just past the commit's log records (`None` for a transaction that wrote nothing).
     pub end_lsn: Option<u64>,
+    /// Participants of a two-phase commit that failed to apply the (durable) COMMIT decision: the transaction is
+    /// committed; they must learn it again (for a [`Database`] participant: [`Database::resolve_in_doubt`] after it
+    /// reopens, with [`Database::decision`] of this database).
+    pub participant_failures: Vec<(String, String)>,
 }
 
 /// One version of the whole database: every collection's version, by slot.
@@ -95,9 +99,9 @@ struct Catalog {
     by_name: HashMap<Arc<str>, u32>,
 }
 
-struct CommitState {
+pub(crate) struct CommitState {
     /// The newest committed version (possibly not yet durable or published): the next commit builds on it.
-    latest: Arc<DbVersion>,
+    pub(crate) latest: Arc<DbVersion>,
     /// End LSN of the newest `Sync` commit: commits after it publish only once it is durable.
     last_sync_end: u64,
 }
@@ -106,7 +110,14 @@ pub(crate) struct Inner {
     pub(crate) wal: Wal,
     pub(crate) options: Options,
     published: ArcSwap<DbVersion>,
-    commit: Mutex<CommitState>,
+    pub(crate) commit: Arc<Mutex<CommitState>>,
+    /// Prepared transactions whose decision was not in the log at open (participant role): commits are refused
+    /// until they are resolved.
+    in_doubt: Mutex<Vec<InDoubt>>,
+    /// Transactions this database coordinated and committed with 2PC (for participants asking the decision).
+    committed_2pc: Mutex<std::collections::HashSet<u64>>,
+    /// Transactions this database coordinated that were aborted at open, whose participants are still to be told.
+    presumed_aborted: Mutex<Vec<InDoubt>>,
     /// Serializes publication; holds the committed changes not yet delivered to listeners, by commit sequence.
     publish: Mutex<PendingChanges>,
     listeners: Mutex<Vec<Listener>>,
@@ -271,17 +282,34 @@ impl Database {
         lock: Option<File>,
     ) -> Result<Self> {
         let mut catalog = Catalog::default();
-        let version = replay(&wal, &mut catalog)?;
-        let version = Arc::new(version);
+        let mut replayed = replay(&wal, &mut catalog)?;
+        // Presumed abort: a transaction this database coordinated and prepared, with no decision in the log, is
+        // aborted now; its participants are told through `recover_participants`.
+        let (presumed_aborted, in_doubt): (Vec<InDoubt>, Vec<InDoubt>) =
+            std::mem::take(&mut replayed.in_doubt)
+                .into_iter()
+                .partition(|t| t.coordinator);
+        for transaction in &presumed_aborted {
+            let group = wal.append_group(
+                &[(RecordKind::Abort, &transaction.txid.to_le_bytes())],
+                Durability::None,
+            )?;
+            wal.wait_durable(group.end_lsn, Durability::Sync)?;
+        }
+        replayed.in_doubt = in_doubt;
+        let version = Arc::new(std::mem::take(&mut replayed.version));
         Ok(Self {
             inner: Arc::new(Inner {
                 wal,
                 options,
                 published: ArcSwap::new(Arc::clone(&version)),
-                commit: Mutex::new(CommitState {
+                commit: Arc::new(Mutex::new(CommitState {
                     latest: version,
                     last_sync_end: 0,
-                }),
+                })),
+                in_doubt: Mutex::new(replayed.in_doubt),
+                committed_2pc: Mutex::new(replayed.committed_2pc),
+                presumed_aborted: Mutex::new(presumed_aborted),
                 publish: Mutex::new(PendingChanges::default()),
                 listeners: Mutex::new(Vec::new()),
                 has_listeners: std::sync::atomic::AtomicBool::new(false),
@@ -416,6 +444,115 @@ impl Database {
         ))
     }
 
+    /// Prepared two-phase transactions this database took part in whose decision was not in its log at open. While
+    /// any is pending, commits fail with [`Error::InDoubt`]: resolve each with [`Database::resolve_in_doubt`].
+    #[must_use]
+    pub fn in_doubt(&self) -> Vec<InDoubt> {
+        self.inner.in_doubt.lock().clone()
+    }
+
+    /// Applies the coordinator's decision for an in-doubt transaction (`commit` = what the coordinator's
+    /// [`Database::decision`] says).
+    ///
+    /// # Errors
+    /// [`Error::InvalidLsn`]-free: [`Error::NotFound`] if no such transaction is in doubt; log errors.
+    pub fn resolve_in_doubt(&self, txid: u64, commit: bool) -> Result<()> {
+        let mut state = self.inner.commit.lock();
+        let mut in_doubt = self.inner.in_doubt.lock();
+        let position = in_doubt
+            .iter()
+            .position(|t| t.txid == txid)
+            .ok_or_else(|| Error::NotFound {
+                collection: "in-doubt transactions".into(),
+                id: txid,
+            })?;
+        if !commit {
+            self.inner.log_abort(txid)?;
+            in_doubt.remove(position);
+            return Ok(());
+        }
+        let transaction = in_doubt.remove(position);
+        drop(in_doubt);
+        let catalog = self.inner.catalog.read();
+        let mut ops = Vec::with_capacity(transaction.ops.len());
+        for record in &transaction.ops {
+            let op = decode_op(record.payload())
+                .ok_or_else(|| corrupt_record(record, "malformed DATA payload"))?;
+            let &slot = catalog
+                .by_name
+                .get(op.name)
+                .ok_or_else(|| Error::UnknownCollection {
+                    collection: op.name.into(),
+                })?;
+            let defs = catalog.slots[slot as usize]
+                .binding
+                .as_ref()
+                .map_or_else(|| Arc::from(Vec::new()), |b| Arc::clone(&b.defs));
+            let doc = (op.op == OP_PUT).then(|| {
+                let mut aligned = AlignedVec::with_capacity(op.body.len());
+                aligned.extend_from_slice(op.body);
+                Arc::new(aligned)
+            });
+            ops.push(Op {
+                slot,
+                name: op.name.into(),
+                defs,
+                id: op.id,
+                doc,
+            });
+        }
+        drop(catalog);
+        let latest = Arc::clone(&state.latest);
+        // Prepared writes were checked at PREPARE and nothing committed since (commits were refused meanwhile).
+        let version = build_version(&latest, &latest, &ops)?;
+        let decision = encode_decision(version.seq, txid);
+        let installed = self.inner.log_and_install(
+            &mut state,
+            version,
+            &[(RecordKind::Commit, &decision)],
+            Durability::Sync,
+            &ops,
+        )?;
+        drop(state);
+        self.inner
+            .publish_after(installed, Durability::Sync, Vec::new())
+            .map(|_| ())
+    }
+
+    /// Whether this database, as a two-phase-commit coordinator, committed transaction `txid`. `false` means it
+    /// was aborted or never decided: presumed abort.
+    #[must_use]
+    pub fn decision(&self, txid: u64) -> bool {
+        self.inner.committed_2pc.lock().contains(&txid)
+    }
+
+    /// Tells participants about transactions this database coordinated that were prepared but undecided when it
+    /// was opened, and were therefore aborted (presumed abort): calls `abort(txid)` on each participant the
+    /// PREPARE named. Returns the transaction ids. Participants not given are told at a later call.
+    ///
+    /// # Errors
+    /// The first participant error (the others are still told).
+    pub fn recover_participants(&self, participants: &[Arc<dyn Participant>]) -> Result<Vec<u64>> {
+        let mut told = Vec::new();
+        let mut first_error = None;
+        let mut pending = self.inner.presumed_aborted.lock();
+        for transaction in pending.iter_mut() {
+            transaction.participants.retain(|name| {
+                let Some(participant) = participants.iter().find(|p| &p.name() == name) else {
+                    return true;
+                };
+                if let Err(e) = participant.abort(transaction.txid) {
+                    first_error.get_or_insert(e);
+                    return true;
+                }
+                false
+            });
+            told.push(transaction.txid);
+        }
+        pending.retain(|t| !t.participants.is_empty());
+        first_error.map_or(Ok(told), Err)
+    }
+
     /// Subscribes to committed changes of `collection`: each committed insert, update or removal arrives on the
     /// returned channel in commit order, once the commit is visible to readers. Drop the receiver to unsubscribe.
     ///
@@ -513,68 +650,124 @@ fn apply_error(collection: &str, error: ApplyError) -> Error {
 
 impl Inner {
     /// Commits `ops` read from `snapshot`: conflict and unique checks, one log group, the durable wait, then
-    /// publication in commit order.
+    /// publication in commit order. With `participants`, the commit is two-phase: PREPARE (the writes) is logged
+    /// and synced, every participant votes, then the decision is logged (COMMIT synced, or ABORT).
     pub(crate) fn commit(
         &self,
         snapshot: &DbVersion,
         ops: &[Op],
         durability: Durability,
+        participants: &[Arc<dyn Participant>],
     ) -> Result<CommitInfo> {
-        if ops.is_empty() {
+        if ops.is_empty() && participants.is_empty() {
             return Ok(CommitInfo {
                 seq: snapshot.seq,
                 end_lsn: None,
+                participant_failures: Vec::new(),
             });
         }
         let mut state = self.commit.lock();
-        let latest = Arc::clone(&state.latest);
-        for op in ops {
-            if let Some(seq) = latest
-                .collection(op.slot)
-                .and_then(|c| c.last_write_seq(op.id))
-                && seq > snapshot.seq
-            {
-                return Err(Error::Conflict {
-                    collection: op.name.to_string(),
-                    id: op.id,
-                });
-            }
-        }
-        let seq = latest.seq + 1;
-        let mut collections = latest.collections.clone();
-        for op in ops {
-            let slot = op.slot as usize;
-            collections.resize_with(collections.len().max(slot + 1), Arc::default);
-            let version = Arc::make_mut(&mut collections[slot]);
-            match &op.doc {
-                Some(bytes) => version
-                    .put(
-                        &op.defs,
-                        op.id,
-                        Doc {
-                            bytes: Arc::clone(bytes),
-                            seq,
-                        },
-                    )
-                    .map_err(|e| apply_error(&op.name, e))?,
-                None => {
-                    version.remove(&op.defs, op.id, seq);
-                }
-            }
-        }
+        self.check_no_in_doubt()?;
+        let version = build_version(&state.latest, snapshot, ops)?;
         let payloads: Vec<Vec<u8>> = ops.iter().map(encode_op).collect();
-        let seq_bytes = seq.to_le_bytes();
         let mut records: Vec<(RecordKind, &[u8])> = payloads
             .iter()
             .map(|p| (RecordKind::Data, p.as_slice()))
             .collect();
-        records.push((RecordKind::Commit, &seq_bytes));
+        if participants.is_empty() {
+            let seq_bytes = version.seq.to_le_bytes();
+            records.push((RecordKind::Commit, &seq_bytes));
+            let installed = self.log_and_install(&mut state, version, &records, durability, ops)?;
+            drop(state);
+            return self.publish_after(installed, durability, Vec::new());
+        }
+        // Two-phase commit, coordinated here. The commit lock is held until the decision, so that nothing else
+        // commits between this transaction's checks and its outcome.
+        let txid = self.new_txid();
+        let names: Vec<String> = participants.iter().map(|p| p.name()).collect();
+        let prepare = encode_prepare(txid, ROLE_COORDINATOR, &names);
+        records.push((RecordKind::Prepare, &prepare));
         let group = self.wal.append_group(&records, Durability::None)?;
+        self.wal.wait_durable(group.end_lsn, Durability::Sync)?;
+        for (i, participant) in participants.iter().enumerate() {
+            let refusal = match participant.prepare(txid) {
+                Ok(Vote::Commit) => continue,
+                Ok(Vote::Abort(reason)) => reason,
+                Err(e) => e.to_string(),
+            };
+            self.log_abort(txid)?;
+            for prepared in &participants[..=i] {
+                // Best effort: a participant that misses this learns the outcome from `decision` (presumed abort).
+                let _ = prepared.abort(txid);
+            }
+            return Err(Error::ParticipantAborted {
+                participant: participant.name(),
+                reason: refusal,
+            });
+        }
+        let decision = encode_decision(version.seq, txid);
+        let installed = self.log_and_install(
+            &mut state,
+            version,
+            &[(RecordKind::Commit, &decision)],
+            Durability::Sync,
+            ops,
+        )?;
+        self.committed_2pc.lock().insert(txid);
+        drop(state);
+        let mut failures = Vec::new();
+        for participant in participants {
+            if let Err(e) = participant.commit(txid) {
+                failures.push((participant.name(), e.to_string()));
+            }
+        }
+        self.publish_after(installed, Durability::Sync, failures)
+    }
+
+    fn check_no_in_doubt(&self) -> Result<()> {
+        match self.in_doubt.lock().first() {
+            Some(t) => Err(Error::InDoubt { txid: t.txid }),
+            None => Ok(()),
+        }
+    }
+
+    fn new_txid(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        // A random id: unique across databases without coordination. getrandom failing is not recoverable here,
+        // and a clock-derived fallback keeps ids distinct enough for one process.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes = (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64)
+                .to_le_bytes();
+        }
+        u64::from_le_bytes(bytes)
+    }
+
+    pub(crate) fn log_abort(&self, txid: u64) -> Result<()> {
+        let group = self.wal.append_group(
+            &[(RecordKind::Abort, &txid.to_le_bytes())],
+            Durability::None,
+        )?;
+        self.wal.wait_durable(group.end_lsn, Durability::Os)
+    }
+
+    /// Logs `records` (without waiting for durability) and makes `version` the newest committed version.
+    pub(crate) fn log_and_install(
+        &self,
+        state: &mut CommitState,
+        version: DbVersion,
+        records: &[(RecordKind, &[u8])],
+        durability: Durability,
+        ops: &[Op],
+    ) -> Result<Installed> {
+        let group = self.wal.append_group(records, Durability::None)?;
         if durability == Durability::Sync {
             state.last_sync_end = group.end_lsn;
         }
-        let must_be_durable = state.last_sync_end;
-        let version = Arc::new(DbVersion { seq, collections });
+        let seq = version.seq;
+        let version = Arc::new(version);
         state.latest = Arc::clone(&version);
         if self
             .has_listeners
@@ -591,13 +784,31 @@ impl Inner {
                 .collect();
             self.publish.lock().insert(seq, changes);
         }
-        drop(state);
+        Ok(Installed {
+            version,
+            end_lsn: group.end_lsn,
+            must_be_durable: state.last_sync_end,
+        })
+    }
 
-        // Outside the commit lock, so that concurrent commits share one sync (group commit).
-        self.wal.wait_durable(group.end_lsn, durability)?;
+    /// Waits (outside the commit lock, so that concurrent commits share one sync) until the commit and every
+    /// `Sync` commit before it are durable, then publishes and delivers changes in commit order.
+    pub(crate) fn publish_after(
+        &self,
+        installed: Installed,
+        durability: Durability,
+        participant_failures: Vec<(String, String)>,
+    ) -> Result<CommitInfo> {
+        let Installed {
+            version,
+            end_lsn,
+            must_be_durable,
+        } = installed;
+        self.wal.wait_durable(end_lsn, durability)?;
         if must_be_durable > self.wal.durable_lsn() {
             self.wal.wait_durable(must_be_durable, Durability::Sync)?;
         }
+        let seq = version.seq;
         let mut pending = self.publish.lock();
         if self.published.load().seq < seq {
             self.published.store(version);
@@ -615,12 +826,93 @@ impl Inner {
         drop(pending);
         Ok(CommitInfo {
             seq,
-            end_lsn: Some(group.end_lsn),
+            end_lsn: Some(end_lsn),
+            participant_failures,
         })
     }
 }
 
-fn encode_op(op: &Op) -> Vec<u8> {
+/// A version logged and installed as the newest, waiting for durability and publication.
+pub(crate) struct Installed {
+    version: Arc<DbVersion>,
+    end_lsn: u64,
+    must_be_durable: u64,
+}
+
+/// Checks `ops` (read from `snapshot`) against `latest` (first committer wins on every written document) and
+/// builds the version they produce, unique indexes checked.
+pub(crate) fn build_version(
+    latest: &DbVersion,
+    snapshot: &DbVersion,
+    ops: &[Op],
+) -> Result<DbVersion> {
+    for op in ops {
+        if let Some(seq) = latest
+            .collection(op.slot)
+            .and_then(|c| c.last_write_seq(op.id))
+            && seq > snapshot.seq
+        {
+            return Err(Error::Conflict {
+                collection: op.name.to_string(),
+                id: op.id,
+            });
+        }
+    }
+    let seq = latest.seq + 1;
+    let mut collections = latest.collections.clone();
+    for op in ops {
+        apply_op(
+            &mut collections,
+            op.slot as usize,
+            &op.defs,
+            op.id,
+            op.doc.clone(),
+            seq,
+        )
+        .map_err(|e| apply_error(&op.name, e))?;
+    }
+    Ok(DbVersion { seq, collections })
+}
+
+fn apply_op(
+    collections: &mut Vec<Arc<CollectionVersion>>,
+    slot: usize,
+    defs: &[IndexDef],
+    id: u64,
+    doc: Option<collection::DocBytes>,
+    seq: u64,
+) -> std::result::Result<(), ApplyError> {
+    collections.resize_with(collections.len().max(slot + 1), Arc::default);
+    let version = Arc::make_mut(&mut collections[slot]);
+    match doc {
+        Some(bytes) => version.put(defs, id, Doc { bytes, seq }),
+        None => {
+            version.remove(defs, id, seq);
+            Ok(())
+        }
+    }
+}
+
+const ROLE_COORDINATOR: u8 = 0;
+pub(crate) const ROLE_PARTICIPANT: u8 = 1;
+
+/// PREPARE payload: `txid: u64`, `role: u8`, then the participant names (coordinator) or nothing, `\n`-separated.
+pub(crate) fn encode_prepare(txid: u64, role: u8, names: &[String]) -> Vec<u8> {
+    let mut out = txid.to_le_bytes().to_vec();
+    out.push(role);
+    out.extend_from_slice(names.join("\n").as_bytes());
+    out
+}
+
+/// A 2PC COMMIT decision: `seq: u64`, `txid: u64` (a plain commit's COMMIT payload is `seq` alone).
+pub(crate) fn encode_decision(seq: u64, txid: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&seq.to_le_bytes());
+    out[8..].copy_from_slice(&txid.to_le_bytes());
+    out
+}
+
+pub(crate) fn encode_op(op: &Op) -> Vec<u8> {
     match &op.doc {
         Some(doc) => encode_raw_op(OP_PUT, &op.name, op.id, doc),
         None => encode_raw_op(OP_REMOVE, &op.name, op.id, &[]),
@@ -665,10 +957,35 @@ fn decode_op(payload: &[u8]) -> Option<DecodedOp<'_>> {
     }
 }
 
+/// What replaying the log produced.
+struct Replayed {
+    version: DbVersion,
+    /// Prepared transactions with no decision in the log.
+    in_doubt: Vec<InDoubt>,
+    /// 2PC transactions whose COMMIT decision is in the log.
+    committed_2pc: std::collections::HashSet<u64>,
+}
+
+/// A prepared two-phase transaction whose decision was not in the log when the database was opened.
+#[derive(Clone, Debug)]
+pub struct InDoubt {
+    /// The transaction id.
+    pub txid: u64,
+    /// Whether this database coordinated it (then it was aborted at open: presumed abort) or took part in it
+    /// (then it waits for [`Database::resolve_in_doubt`] with the coordinator's decision).
+    pub coordinator: bool,
+    /// For a coordinator: the participants named at PREPARE.
+    pub participants: Vec<String>,
+    ops: Vec<crate::wal::Record>,
+}
+
 /// Rebuilds the committed state from the log: every complete group that ends with COMMIT is redone, in log order;
-/// anything else is discarded. Collections are untyped (no indexes) until [`Database::collection`] binds them.
-fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<DbVersion> {
+/// a group that ends with PREPARE waits for its decision (a later COMMIT or ABORT record naming it); anything else
+/// is discarded. Collections are untyped (no indexes) until [`Database::collection`] binds them.
+fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<Replayed> {
     let mut version = DbVersion::default();
+    let mut prepared: Vec<InDoubt> = Vec::new();
+    let mut committed_2pc = std::collections::HashSet::new();
     let mut group: Vec<crate::wal::Record> = Vec::new();
     for record in wal.iter_from(wal.start_lsn())? {
         let record = record?;
@@ -677,66 +994,104 @@ fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<DbVersion> {
         if !ends_group {
             continue;
         }
-        let commit = group.last().expect("group has a record");
-        if commit.kind() == RecordKind::Commit {
-            let seq = u64::from_le_bytes(
-                commit
-                    .payload()
-                    .try_into()
-                    .map_err(|_| corrupt_record(commit, "COMMIT payload is not 8 bytes"))?,
-            );
-            for data in &group[..group.len() - 1] {
-                let op = decode_op(data.payload())
-                    .ok_or_else(|| corrupt_record(data, "malformed DATA payload"))?;
-                let slot = match catalog.by_name.get(op.name) {
-                    Some(&slot) => slot,
-                    None => {
-                        let slot = u32::try_from(catalog.slots.len())
-                            .expect("fewer than 2^32 collections");
-                        let name: Arc<str> = op.name.into();
-                        catalog.slots.push(Slot {
-                            name: Arc::clone(&name),
-                            declared_type: None,
-                            binding: None,
-                        });
-                        catalog.by_name.insert(name, slot);
-                        slot
-                    }
-                } as usize;
-                version
-                    .collections
-                    .resize_with(version.collections.len().max(slot + 1), Arc::default);
-                let collection = Arc::make_mut(&mut version.collections[slot]);
-                match op.op {
-                    OP_PUT => {
-                        let mut aligned = AlignedVec::with_capacity(op.body.len());
-                        aligned.extend_from_slice(op.body);
-                        collection
-                            .put(
-                                &[],
-                                op.id,
-                                Doc {
-                                    bytes: Arc::new(aligned),
-                                    seq,
-                                },
-                            )
-                            .map_err(|_| corrupt_record(data, "unindexed put failed"))?;
-                    }
-                    OP_REMOVE => {
-                        collection.remove(&[], op.id, seq);
-                    }
-                    _ => {
-                        let label = std::str::from_utf8(op.body)
-                            .map_err(|_| corrupt_record(data, "type label is not UTF-8"))?;
-                        catalog.slots[slot].declared_type = Some(label.to_owned());
-                    }
-                }
+        let last = group.pop().expect("group has a record");
+        let payload = last.payload();
+        match last.kind() {
+            RecordKind::Commit if payload.len() == 8 => {
+                let seq = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
+                redo(&mut version, catalog, &group, seq)?;
             }
-            version.seq = version.seq.max(seq);
+            RecordKind::Commit if payload.len() == 16 && group.is_empty() => {
+                let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+                let txid = u64::from_le_bytes(payload[8..].try_into().expect("8 bytes"));
+                let position = prepared
+                    .iter()
+                    .position(|p| p.txid == txid)
+                    .ok_or_else(|| {
+                        corrupt_record(&last, "COMMIT decision for a transaction never prepared")
+                    })?;
+                let transaction = prepared.swap_remove(position);
+                redo(&mut version, catalog, &transaction.ops, seq)?;
+                committed_2pc.insert(txid);
+            }
+            RecordKind::Prepare if payload.len() >= 9 => {
+                let txid = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+                let names = std::str::from_utf8(&payload[9..])
+                    .map_err(|_| corrupt_record(&last, "participant names are not UTF-8"))?;
+                prepared.push(InDoubt {
+                    txid,
+                    coordinator: payload[8] != ROLE_PARTICIPANT,
+                    participants: names
+                        .split('\n')
+                        .filter(|n| !n.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    ops: std::mem::take(&mut group),
+                });
+            }
+            RecordKind::Abort if payload.len() == 8 && group.is_empty() => {
+                let txid = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
+                prepared.retain(|p| p.txid != txid);
+            }
+            _ => {
+                return Err(corrupt_record(
+                    &last,
+                    "unexpected record kind or payload size at the end of a group",
+                ));
+            }
         }
         group.clear();
     }
-    Ok(version)
+    Ok(Replayed {
+        version,
+        in_doubt: prepared,
+        committed_2pc,
+    })
+}
+
+/// Redoes the DATA records of one committed transaction.
+fn redo(
+    version: &mut DbVersion,
+    catalog: &mut Catalog,
+    data: &[crate::wal::Record],
+    seq: u64,
+) -> Result<()> {
+    for record in data {
+        let op = decode_op(record.payload())
+            .ok_or_else(|| corrupt_record(record, "malformed DATA payload"))?;
+        let slot = match catalog.by_name.get(op.name) {
+            Some(&slot) => slot,
+            None => {
+                let slot = u32::try_from(catalog.slots.len()).expect("fewer than 2^32 collections");
+                let name: Arc<str> = op.name.into();
+                catalog.slots.push(Slot {
+                    name: Arc::clone(&name),
+                    declared_type: None,
+                    binding: None,
+                });
+                catalog.by_name.insert(name, slot);
+                slot
+            }
+        } as usize;
+        match op.op {
+            OP_DECLARE => {
+                let label = std::str::from_utf8(op.body)
+                    .map_err(|_| corrupt_record(record, "type label is not UTF-8"))?;
+                catalog.slots[slot].declared_type = Some(label.to_owned());
+            }
+            _ => {
+                let doc = (op.op == OP_PUT).then(|| {
+                    let mut aligned = AlignedVec::with_capacity(op.body.len());
+                    aligned.extend_from_slice(op.body);
+                    Arc::new(aligned)
+                });
+                apply_op(&mut version.collections, slot, &[], op.id, doc, seq)
+                    .map_err(|_| corrupt_record(record, "unindexed write failed"))?;
+            }
+        }
+    }
+    version.seq = version.seq.max(seq);
+    Ok(())
 }
 
 fn corrupt_record(record: &crate::wal::Record, reason: &str) -> Error {

@@ -159,6 +159,22 @@ pub enum Error {
     /// A savepoint that does not belong to this transaction, or was already rolled back past.
     #[error("savepoint {0} is not active in this transaction")]
     InvalidSavepoint(usize),
+    /// A two-phase commit was aborted: a participant voted no or failed to prepare. Nothing was committed.
+    #[error("participant {participant:?} refused to commit: {reason}")]
+    ParticipantAborted {
+        /// The participant.
+        participant: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// The database holds a prepared two-phase transaction with no decision; resolve it first.
+    #[error(
+        "transaction {txid} is prepared and in doubt; call resolve_in_doubt with the coordinator's decision"
+    )]
+    InDoubt {
+        /// The in-doubt transaction.
+        txid: u64,
+    },
     /// The log used all of its LSN space (2^30 segments).
     #[error("the log has used all of its LSN space")]
     LsnExhausted,

@@ -38,11 +38,11 @@ pub mod wal;
 #[cfg(not(loom))]
 pub use collection::{Document, IndexKey, Spec};
 #[cfg(not(loom))]
-pub use db::{Change, Collection, CommitInfo, Database, Options, Snapshot};
+pub use db::{Change, Collection, CommitInfo, Database, InDoubt, Options, Snapshot};
 #[cfg(not(loom))]
 pub use error::{Error, Result};
 #[cfg(not(loom))]
-pub use txn::{Savepoint, Transaction};
+pub use txn::{Participant, Savepoint, Transaction, Vote};
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(all(doctest, not(loom)))]

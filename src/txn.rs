@@ -8,13 +8,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 
 use rkyv::util::AlignedVec;
 
 use crate::collection::{self, DocBytes, Document, IndexDef};
-use crate::db::{Collection, CommitInfo, Database, DbVersion};
+use crate::db::{
+    Collection, CommitInfo, CommitState, Database, DbVersion, ROLE_PARTICIPANT, build_version,
+    encode_decision, encode_op, encode_prepare,
+};
 use crate::error::{Error, Result};
-use crate::wal::Durability;
+use crate::wal::{Durability, RecordKind};
 
 /// One buffered write.
 #[derive(Clone)]
@@ -25,6 +31,41 @@ pub(crate) struct Op {
     pub(crate) id: u64,
     /// The new document, or `None` for a removal.
     pub(crate) doc: Option<DocBytes>,
+}
+
+/// A participant's answer to PREPARE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Vote {
+    /// Ready to commit: the participant's part is durable and will be applied on COMMIT.
+    Commit,
+    /// Refuses; the reason is reported to the caller of `commit`.
+    Abort(String),
+}
+
+/// A resource that takes part in a two-phase commit (the seed's `ITransactionResource`): collections of another
+/// [`Database`] (see [`Transaction::into_participant`]), storage adapters, or user resources.
+///
+/// Protocol: `prepare` once; then exactly one of `commit` or `abort` (either may be repeated after a crash, so
+/// both must be idempotent). After a crash of the coordinator, an undecided transaction is aborted (presumed
+/// abort) and its participants are told through [`Database::recover_participants`].
+pub trait Participant: Send + Sync {
+    /// A stable name, recorded in the coordinator's PREPARE record.
+    fn name(&self) -> String;
+    /// Phase one: make the transaction's part durable and vote.
+    ///
+    /// # Errors
+    /// Any error counts as a vote to abort.
+    fn prepare(&self, txid: u64) -> Result<Vote>;
+    /// Phase two, after the coordinator durably decided to commit.
+    ///
+    /// # Errors
+    /// Reported in `CommitInfo::participant_failures`; the transaction stays committed.
+    fn commit(&self, txid: u64) -> Result<()>;
+    /// Phase two, after the coordinator decided to abort (or presumed it).
+    ///
+    /// # Errors
+    /// Reported to the caller of `recover_participants`.
+    fn abort(&self, txid: u64) -> Result<()>;
 }
 
 /// A position in a transaction to roll back to.
@@ -39,6 +80,7 @@ pub struct Transaction<'db> {
     ops: Vec<Op>,
     /// (slot, id) → index in `ops` of the latest write of that document.
     latest: HashMap<(u32, u64), usize>,
+    participants: Vec<Arc<dyn Participant>>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -59,6 +101,7 @@ impl<'db> Transaction<'db> {
             durability,
             ops: Vec::new(),
             latest: HashMap::new(),
+            participants: Vec::new(),
         }
     }
 
@@ -226,17 +269,129 @@ impl<'db> Transaction<'db> {
     /// [`Error::Conflict`], [`Error::UniqueViolation`]: nothing was written; retry. [`Error::Poisoned`] and I/O
     /// errors: the outcome is unknown until the database is reopened.
     pub fn commit(self) -> Result<CommitInfo> {
-        // Only the last write of each document goes to the log and the new version.
-        let last: Vec<Op> = self
-            .ops
+        let last = self.final_writes();
+        self.db
+            .inner
+            .commit(&self.snapshot, &last, self.durability, &self.participants)
+    }
+
+    /// Only the last write of each document goes to the log and the new version.
+    fn final_writes(&self) -> Vec<Op> {
+        self.ops
             .iter()
             .enumerate()
             .filter(|(i, op)| self.latest.get(&(op.slot, op.id)) == Some(i))
             .map(|(_, op)| op.clone())
-            .collect();
-        self.db.inner.commit(&self.snapshot, &last, self.durability)
+            .collect()
+    }
+
+    /// Adds a participant: the commit becomes two-phase (PREPARE logged and synced, every participant votes, then
+    /// the decision is logged), and the transaction commits only if every participant votes to commit.
+    pub fn enlist(&mut self, participant: Arc<dyn Participant>) {
+        self.participants.push(participant);
+    }
+
+    /// Turns this transaction into a participant of another database's transaction: it commits atomically with
+    /// that one (two data directories, one outcome). At PREPARE it checks conflicts and unique indexes, logs and
+    /// syncs its writes as PREPARE, and holds its database's commit lock until the decision (another commit waits;
+    /// a PREPARE that cannot get the lock within 5 s votes to abort).
+    #[must_use]
+    pub fn into_participant(self) -> Arc<dyn Participant> {
+        let ops = self.final_writes();
+        Arc::new(DatabaseParticipant {
+            db: self.db.clone(),
+            snapshot: self.snapshot,
+            ops,
+            prepared: Mutex::new(None),
+        })
     }
 
     /// Discards every write (the same as dropping the transaction).
     pub fn rollback(self) {}
+}
+
+/// A transaction of one database taking part in another's two-phase commit.
+struct DatabaseParticipant {
+    db: Database,
+    snapshot: Arc<DbVersion>,
+    ops: Vec<Op>,
+    prepared: Mutex<Option<Prepared>>,
+}
+
+struct Prepared {
+    txid: u64,
+    state: ArcMutexGuard<RawMutex, CommitState>,
+    version: DbVersion,
+}
+
+const PREPARE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Participant for DatabaseParticipant {
+    fn name(&self) -> String {
+        format!("database:{:p}", Arc::as_ptr(&self.db.inner))
+    }
+
+    fn prepare(&self, txid: u64) -> Result<Vote> {
+        let inner = &self.db.inner;
+        let Some(state) = inner.commit.try_lock_arc_for(PREPARE_LOCK_TIMEOUT) else {
+            return Ok(Vote::Abort(
+                "the participant database is busy committing".into(),
+            ));
+        };
+        if let Some(t) = self.db.in_doubt().first() {
+            return Ok(Vote::Abort(Error::InDoubt { txid: t.txid }.to_string()));
+        }
+        let version = match build_version(&state.latest, &self.snapshot, &self.ops) {
+            Ok(version) => version,
+            Err(e) => return Ok(Vote::Abort(e.to_string())),
+        };
+        let payloads: Vec<Vec<u8>> = self.ops.iter().map(encode_op).collect();
+        let prepare = encode_prepare(txid, ROLE_PARTICIPANT, &[]);
+        let mut records: Vec<(RecordKind, &[u8])> = payloads
+            .iter()
+            .map(|p| (RecordKind::Data, p.as_slice()))
+            .collect();
+        records.push((RecordKind::Prepare, &prepare));
+        let group = inner.wal.append_group(&records, Durability::None)?;
+        inner.wal.wait_durable(group.end_lsn, Durability::Sync)?;
+        *self.prepared.lock() = Some(Prepared {
+            txid,
+            state,
+            version,
+        });
+        Ok(Vote::Commit)
+    }
+
+    fn commit(&self, txid: u64) -> Result<()> {
+        let Some(Prepared {
+            txid: prepared,
+            mut state,
+            version,
+        }) = self.prepared.lock().take()
+        else {
+            return Ok(()); // already applied: commit is idempotent
+        };
+        debug_assert_eq!(prepared, txid);
+        let inner = &self.db.inner;
+        let decision = encode_decision(version.seq, txid);
+        let installed = inner.log_and_install(
+            &mut state,
+            version,
+            &[(RecordKind::Commit, &decision)],
+            Durability::Sync,
+            &self.ops,
+        )?;
+        drop(state);
+        inner
+            .publish_after(installed, Durability::Sync, Vec::new())
+            .map(|_| ())
+    }
+
+    fn abort(&self, txid: u64) -> Result<()> {
+        let Some(prepared) = self.prepared.lock().take() else {
+            return Ok(());
+        };
+        debug_assert_eq!(prepared.txid, txid);
+        self.db.inner.log_abort(txid)
+    }
 }
