@@ -353,7 +353,7 @@ impl Database {
                 });
             }
             return Ok(Collection::from_binding(
-                Arc::clone(&self.inner),
+                &self.inner,
                 slot,
                 &catalog.slots[slot as usize].name,
                 binding,
@@ -437,7 +437,7 @@ impl Database {
         slot_entry.binding = Some(binding);
         let binding = slot_entry.binding.as_ref().expect("just bound");
         Ok(Collection::from_binding(
-            Arc::clone(&self.inner),
+            &self.inner,
             slot,
             &slot_entry.name,
             binding,
@@ -1104,7 +1104,8 @@ fn corrupt_record(record: &crate::wal::Record, reason: &str) -> Error {
 
 /// A typed handle on a collection. Cheap to clone.
 pub struct Collection<T: Document> {
-    pub(crate) db: Arc<Inner>,
+    /// Weak, so that a handle does not keep the database (and its directory lock) alive after it is dropped.
+    pub(crate) db: std::sync::Weak<Inner>,
     pub(crate) slot: u32,
     pub(crate) name: Arc<str>,
     pub(crate) defs: Arc<[IndexDef]>,
@@ -1116,7 +1117,7 @@ pub struct Collection<T: Document> {
 impl<T: Document> Clone for Collection<T> {
     fn clone(&self) -> Self {
         Self {
-            db: Arc::clone(&self.db),
+            db: std::sync::Weak::clone(&self.db),
             slot: self.slot,
             name: Arc::clone(&self.name),
             defs: Arc::clone(&self.defs),
@@ -1137,7 +1138,7 @@ impl<T: Document> std::fmt::Debug for Collection<T> {
 }
 
 impl<T: Document> Collection<T> {
-    fn from_binding(db: Arc<Inner>, slot: u32, name: &Arc<str>, binding: &Binding) -> Self {
+    fn from_binding(db: &Arc<Inner>, slot: u32, name: &Arc<str>, binding: &Binding) -> Self {
         let primary_key = binding.primary_key.as_ref().map(|any| {
             Arc::clone(
                 any.downcast_ref::<PrimaryKeyFn<T>>()
@@ -1145,7 +1146,7 @@ impl<T: Document> Collection<T> {
             )
         });
         Self {
-            db,
+            db: Arc::downgrade(db),
             slot,
             name: Arc::clone(name),
             defs: Arc::clone(&binding.defs),
@@ -1162,7 +1163,7 @@ impl<T: Document> Collection<T> {
     }
 
     pub(crate) fn check_owner(&self, db: &Database) -> Result<()> {
-        if Arc::ptr_eq(&self.db, &db.inner) {
+        if std::ptr::eq(self.db.as_ptr(), Arc::as_ptr(&db.inner)) {
             Ok(())
         } else {
             Err(Error::UnknownCollection {

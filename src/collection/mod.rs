@@ -203,7 +203,9 @@ impl<T: Document> Spec<T> {
             name: name.into(),
             unique,
             extract: Arc::new(move |bytes| key(archived::<T>(bytes)).map(|k| k.to_key_bytes())),
-            describe: Arc::new(move |bytes| format!("{:?}", describe_key(archived::<T>(bytes)))),
+            describe: Arc::new(move |bytes| {
+                describe_key(archived::<T>(bytes)).map_or_else(String::new, |k| format!("{k:?}"))
+            }),
         });
         self
     }
