@@ -302,3 +302,23 @@ fn listeners_receive_committed_changes_in_commit_order() {
         assert_eq!(db.read().get(&users, change.id()).unwrap().name, doc.name);
     }
 }
+
+/// Regression: a collection handle used to keep its database open (and the directory locked) after the database
+/// was dropped.
+#[test]
+fn dropping_the_database_releases_the_directory_even_with_handles_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path(), Options::default()).unwrap();
+    let users = db.collection("users", spec()).unwrap();
+    db.insert(&users, &user("ann", 30, None)).unwrap();
+    drop(db);
+    let db = Database::open(dir.path(), Options::default()).unwrap();
+    let mut tx = db.begin();
+    assert!(
+        matches!(
+            tx.insert(&users, &user("bob", 1, None)),
+            Err(Error::UnknownCollection { .. })
+        ),
+        "a handle of the closed database is refused"
+    );
+}
