@@ -2,7 +2,7 @@
 //! print what recovery found.
 //!
 //! ```text
-//! cargo run --release --example demo [DIR]      # DIR defaults to $CSTORE_DIR, then ./data
+//! cargo run --release --example demo [DIR]      # the log goes to DIR/wal-demo; DIR defaults to $CSTORE_DIR, then ./data
 //! ```
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ fn main() -> collection_store::Result<()> {
         .nth(1)
         .or_else(|| std::env::var_os("CSTORE_DIR"))
         .map_or_else(|| PathBuf::from("data"), PathBuf::from)
-        .join("wal");
+        .join("wal-demo");
     let options = || WalOptions {
         segment_size_bytes: 1 << 20,
         ..WalOptions::default()
