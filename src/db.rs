@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use arc_swap::ArcSwap;
+use crate::publish::{Publisher, Versioned};
 use parking_lot::{Mutex, RwLock};
 use rkyv::util::AlignedVec;
 
@@ -72,6 +72,12 @@ pub(crate) struct DbVersion {
     pub(crate) collections: Vec<Arc<CollectionVersion>>,
 }
 
+impl Versioned for DbVersion {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
 impl DbVersion {
     pub(crate) fn collection(&self, slot: u32) -> Option<&CollectionVersion> {
         self.collections.get(slot as usize).map(|c| &**c)
@@ -109,7 +115,6 @@ pub(crate) struct CommitState {
 pub(crate) struct Inner {
     pub(crate) wal: Wal,
     pub(crate) options: Options,
-    published: ArcSwap<DbVersion>,
     pub(crate) commit: Arc<Mutex<CommitState>>,
     /// Prepared transactions whose decision was not in the log at open (participant role): commits are refused
     /// until they are resolved.
@@ -118,8 +123,8 @@ pub(crate) struct Inner {
     committed_2pc: Mutex<std::collections::HashSet<u64>>,
     /// Transactions this database coordinated that were aborted at open, whose participants are still to be told.
     presumed_aborted: Mutex<Vec<InDoubt>>,
-    /// Serializes publication; holds the committed changes not yet delivered to listeners, by commit sequence.
-    publish: Mutex<PendingChanges>,
+    /// The published version; its state is the committed changes not yet delivered to listeners, by sequence.
+    published: Publisher<DbVersion, PendingChanges>,
     listeners: Mutex<Vec<Listener>>,
     has_listeners: std::sync::atomic::AtomicBool,
     catalog: RwLock<Catalog>,
@@ -137,7 +142,7 @@ pub struct Database {
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Database")
-            .field("seq", &self.inner.published.load().seq)
+            .field("seq", &self.inner.published.seq())
             .finish_non_exhaustive()
     }
 }
@@ -302,7 +307,7 @@ impl Database {
             inner: Arc::new(Inner {
                 wal,
                 options,
-                published: ArcSwap::new(Arc::clone(&version)),
+                published: Publisher::new(Arc::clone(&version), PendingChanges::default()),
                 commit: Arc::new(Mutex::new(CommitState {
                     latest: version,
                     last_sync_end: 0,
@@ -310,7 +315,6 @@ impl Database {
                 in_doubt: Mutex::new(replayed.in_doubt),
                 committed_2pc: Mutex::new(replayed.committed_2pc),
                 presumed_aborted: Mutex::new(presumed_aborted),
-                publish: Mutex::new(PendingChanges::default()),
                 listeners: Mutex::new(Vec::new()),
                 has_listeners: std::sync::atomic::AtomicBool::new(false),
                 catalog: RwLock::new(catalog),
@@ -363,7 +367,7 @@ impl Database {
         // Bind under the commit lock, once every commit in flight is published, so the new slot cannot be lost by a
         // publication of a version built before it.
         let mut commit = self.inner.commit.lock();
-        while self.inner.published.load().seq != commit.latest.seq {
+        while self.inner.published.seq() != commit.latest.seq {
             std::thread::yield_now();
         }
         let slot = match catalog.by_name.get(name) {
@@ -423,7 +427,7 @@ impl Database {
             collections,
         });
         commit.latest = Arc::clone(&version);
-        self.inner.published.store(version);
+        self.inner.published.replace(version);
         let binding = Binding {
             type_id: TypeId::of::<T>(),
             type_name: requested,
@@ -588,7 +592,7 @@ impl Database {
     #[must_use]
     pub fn read(&self) -> Snapshot {
         Snapshot {
-            version: self.inner.published.load_full(),
+            version: self.inner.published.load(),
         }
     }
 
@@ -601,7 +605,7 @@ impl Database {
     /// Begins a write transaction whose commit waits for `durability`.
     #[must_use]
     pub fn begin_with(&self, durability: Durability) -> Transaction<'_> {
-        Transaction::new(self, self.inner.published.load_full(), durability)
+        Transaction::new(self, self.inner.published.load(), durability)
     }
 
     /// Inserts one document in its own transaction. Returns its id.
@@ -782,7 +786,8 @@ impl Inner {
                     doc: op.doc.clone(),
                 })
                 .collect();
-            self.publish.lock().insert(seq, changes);
+            self.published
+                .with_state(|pending| pending.insert(seq, changes));
         }
         Ok(Installed {
             version,
@@ -809,21 +814,17 @@ impl Inner {
             self.wal.wait_durable(must_be_durable, Durability::Sync)?;
         }
         let seq = version.seq;
-        let mut pending = self.publish.lock();
-        if self.published.load().seq < seq {
-            self.published.store(version);
-        }
-        // Deliver, in commit order, the changes of every commit now visible.
-        let published = self.published.load().seq;
-        if !pending.is_empty() {
-            let later = pending.split_off(&(published + 1));
-            let visible = std::mem::replace(&mut *pending, later);
-            let mut listeners = self.listeners.lock();
-            for change in visible.into_values().flatten() {
-                listeners.retain(|l| l.slot != change.slot || (l.deliver)(&change));
+        self.published.publish(version, |pending, published| {
+            // Deliver, in commit order, the changes of every commit now visible.
+            if !pending.is_empty() {
+                let later = pending.split_off(&(published + 1));
+                let visible = std::mem::replace(pending, later);
+                let mut listeners = self.listeners.lock();
+                for change in visible.into_values().flatten() {
+                    listeners.retain(|l| l.slot != change.slot || (l.deliver)(&change));
+                }
             }
-        }
-        drop(pending);
+        });
         Ok(CommitInfo {
             seq,
             end_lsn: Some(end_lsn),

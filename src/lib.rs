@@ -24,6 +24,8 @@
 #[path = "wal/reserve.rs"]
 pub mod reserve;
 
+pub mod publish;
+
 #[cfg(not(loom))]
 pub mod collection;
 #[cfg(not(loom))]
