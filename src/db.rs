@@ -113,6 +113,8 @@ pub(crate) struct CommitState {
 }
 
 pub(crate) struct Inner {
+    /// Unique per open database in this process.
+    pub(crate) id: u64,
     pub(crate) wal: Wal,
     pub(crate) options: Options,
     pub(crate) commit: Arc<Mutex<CommitState>>,
@@ -198,6 +200,9 @@ impl<T: Document> Change<T> {
         self.doc.as_deref().map(collection::archived::<T>)
     }
 }
+
+/// Source of [`Inner::id`].
+static NEXT_DATABASE_ID: AtomicU64 = AtomicU64::new(1);
 
 const OP_PUT: u8 = 1;
 const OP_REMOVE: u8 = 2;
@@ -305,6 +310,7 @@ impl Database {
         let version = Arc::new(std::mem::take(&mut replayed.version));
         Ok(Self {
             inner: Arc::new(Inner {
+                id: NEXT_DATABASE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 wal,
                 options,
                 published: Publisher::new(Arc::clone(&version), PendingChanges::default()),
@@ -368,6 +374,12 @@ impl Database {
         // publication of a version built before it.
         let mut commit = self.inner.commit.lock();
         while self.inner.published.seq() != commit.latest.seq {
+            // A commit whose durable wait failed is never published; the log is poisoned then.
+            if self.inner.wal.is_poisoned() {
+                return Err(Error::Poisoned {
+                    cause: "a commit failed to become durable".into(),
+                });
+            }
             std::thread::yield_now();
         }
         let slot = match catalog.by_name.get(name) {
@@ -593,6 +605,7 @@ impl Database {
     pub fn read(&self) -> Snapshot {
         Snapshot {
             version: self.inner.published.load(),
+            db_id: self.inner.id,
         }
     }
 
@@ -861,16 +874,28 @@ pub(crate) fn build_version(
     }
     let seq = latest.seq + 1;
     let mut collections = latest.collections.clone();
+    // Detach every old document first, then attach the new ones: a transaction may move unique keys between its
+    // own documents. (`ops` holds one write per document.)
     for op in ops {
-        apply_op(
-            &mut collections,
-            op.slot as usize,
-            &op.defs,
-            op.id,
-            op.doc.clone(),
-            seq,
-        )
-        .map_err(|e| apply_error(&op.name, e))?;
+        let slot = op.slot as usize;
+        collections.resize_with(collections.len().max(slot + 1), Arc::default);
+        Arc::make_mut(&mut collections[slot]).detach(&op.defs, op.id);
+    }
+    for op in ops {
+        let version = Arc::make_mut(&mut collections[op.slot as usize]);
+        match &op.doc {
+            Some(bytes) => version
+                .attach(
+                    &op.defs,
+                    op.id,
+                    Doc {
+                        bytes: Arc::clone(bytes),
+                        seq,
+                    },
+                )
+                .map_err(|e| apply_error(&op.name, e))?,
+            None => version.record_removal(op.id, seq),
+        }
     }
     Ok(DbVersion { seq, collections })
 }
@@ -1105,8 +1130,9 @@ fn corrupt_record(record: &crate::wal::Record, reason: &str) -> Error {
 
 /// A typed handle on a collection. Cheap to clone.
 pub struct Collection<T: Document> {
-    /// Weak, so that a handle does not keep the database (and its directory lock) alive after it is dropped.
-    pub(crate) db: std::sync::Weak<Inner>,
+    /// The database instance it belongs to (an id, so that a handle does not keep the database and its directory
+    /// lock alive, and cannot be used on another database's data).
+    pub(crate) db_id: u64,
     pub(crate) slot: u32,
     pub(crate) name: Arc<str>,
     pub(crate) defs: Arc<[IndexDef]>,
@@ -1118,7 +1144,7 @@ pub struct Collection<T: Document> {
 impl<T: Document> Clone for Collection<T> {
     fn clone(&self) -> Self {
         Self {
-            db: std::sync::Weak::clone(&self.db),
+            db_id: self.db_id,
             slot: self.slot,
             name: Arc::clone(&self.name),
             defs: Arc::clone(&self.defs),
@@ -1147,7 +1173,7 @@ impl<T: Document> Collection<T> {
             )
         });
         Self {
-            db: Arc::downgrade(db),
+            db_id: db.id,
             slot,
             name: Arc::clone(name),
             defs: Arc::clone(&binding.defs),
@@ -1164,7 +1190,7 @@ impl<T: Document> Collection<T> {
     }
 
     pub(crate) fn check_owner(&self, db: &Database) -> Result<()> {
-        if std::ptr::eq(self.db.as_ptr(), Arc::as_ptr(&db.inner)) {
+        if self.db_id == db.inner.id {
             Ok(())
         } else {
             Err(Error::UnknownCollection {
@@ -1188,6 +1214,7 @@ impl<T: Document> Collection<T> {
 #[derive(Clone)]
 pub struct Snapshot {
     pub(crate) version: Arc<DbVersion>,
+    db_id: u64,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -1209,7 +1236,11 @@ impl Snapshot {
         self.version.seq
     }
 
+    /// The collection's version here; `None` for a handle of another database (whose slot means nothing here).
     fn version_of<T: Document>(&self, collection: &Collection<T>) -> Option<&CollectionVersion> {
+        if collection.db_id != self.db_id {
+            return None;
+        }
         self.version.collection(collection.slot)
     }
 
@@ -1251,6 +1282,11 @@ impl Snapshot {
         index: &str,
         range: impl RangeBounds<K>,
     ) -> Result<Docs<'s, T>> {
+        if collection.db_id != self.db_id {
+            return Err(Error::UnknownCollection {
+                collection: collection.name.to_string(),
+            });
+        }
         let position = collection.index_position(index)?;
         let Some(version) = self.version_of(collection) else {
             return Ok(Box::new(std::iter::empty()));

@@ -108,6 +108,8 @@ impl<'db> Transaction<'db> {
     /// The document with this id as this transaction sees it: its own writes over its snapshot.
     #[must_use]
     pub fn get<T: Document>(&self, collection: &Collection<T>, id: u64) -> Option<&T::Archived> {
+        // A handle of another database: its slot means nothing here (and its type may differ).
+        collection.check_owner(self.db).ok()?;
         match self.latest.get(&(collection.slot, id)) {
             Some(&i) => self.ops[i].doc.as_deref().map(collection::archived::<T>),
             None => self

@@ -322,3 +322,93 @@ fn dropping_the_database_releases_the_directory_even_with_handles_alive() {
         "a handle of the closed database is refused"
     );
 }
+
+/// Regression: writes were applied one by one, so swapping unique keys between two documents in one transaction
+/// failed with a spurious unique violation.
+#[test]
+fn a_transaction_can_swap_unique_keys_between_its_documents() {
+    let db = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let users = db.collection("users", spec()).unwrap();
+    let a = db.insert(&users, &user("ann", 30, None)).unwrap();
+    let b = db.insert(&users, &user("bob", 31, None)).unwrap();
+    let mut tx = db.begin();
+    tx.update(
+        &users,
+        a,
+        &User {
+            email: "bob@x.io".into(),
+            ..user("ann", 30, None)
+        },
+    )
+    .unwrap();
+    tx.update(
+        &users,
+        b,
+        &User {
+            email: "ann@x.io".into(),
+            ..user("bob", 31, None)
+        },
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let snap = db.read();
+    assert_eq!(
+        snap.find_one(&users, "email", &"bob@x.io".to_string())
+            .unwrap()
+            .unwrap()
+            .0,
+        a
+    );
+    assert_eq!(
+        snap.find_one(&users, "email", &"ann@x.io".to_string())
+            .unwrap()
+            .unwrap()
+            .0,
+        b
+    );
+    snap.check_indexes(&users).unwrap();
+}
+
+/// Regression: a handle of one database used on another's snapshot read that database's slot with the handle's
+/// type (an unchecked access of possibly another type). Foreign handles now see nothing, or get a typed error.
+#[test]
+fn a_handle_of_another_database_reads_nothing_there() {
+    #[derive(Archive, Serialize)]
+    struct Other {
+        x: u64,
+    }
+    let db1 = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let db2 = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let users = db1.collection("users", spec()).unwrap();
+    let others = db2.collection("others", Spec::<Other>::new()).unwrap();
+    let id = db2.insert(&others, &Other { x: 7 }).unwrap();
+    let snap = db2.read();
+    assert!(snap.get(&users, id).is_none());
+    assert_eq!(snap.count(&users), 0);
+    assert!(matches!(
+        snap.range::<_, u32>(&users, "age", ..),
+        Err(Error::UnknownCollection { .. })
+    ));
+    assert!(db2.begin().get(&users, id).is_none());
+}

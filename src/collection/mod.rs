@@ -309,25 +309,40 @@ impl CollectionVersion {
     /// # Errors
     /// [`ApplyError::Unique`].
     pub fn put(&mut self, defs: &[IndexDef], id: u64, doc: Doc) -> Result<(), ApplyError> {
+        self.detach(defs, id);
+        self.attach(defs, id, doc)
+    }
+
+    /// Takes document `id` out, with its index entries, without recording a removal. Writing a batch as "detach
+    /// every old document, then attach every new one" lets a transaction move unique keys between its documents
+    /// (a swap) without a spurious violation.
+    pub fn detach(&mut self, defs: &[IndexDef], id: u64) -> Option<Doc> {
         debug_assert_eq!(defs.len(), self.indexes.len());
-        if let Some(old) = self.docs.get(&id).cloned() {
-            self.unindex(defs, id, &old.bytes);
-        }
+        let old = self.docs.remove(&id)?;
+        self.unindex(defs, id, &old.bytes);
+        Some(old)
+    }
+
+    /// Puts document `id` (which must be detached or absent) in, with its index entries.
+    ///
+    /// # Errors
+    /// [`ApplyError::Unique`].
+    pub fn attach(&mut self, defs: &[IndexDef], id: u64, doc: Doc) -> Result<(), ApplyError> {
+        debug_assert!(!self.docs.contains_key(&id));
         for (def, set) in defs.iter().zip(&mut self.indexes) {
             let Some(key) = (def.extract)(&doc.bytes) else {
                 continue;
             };
             let key = key.into_boxed_slice();
-            if def.unique {
-                let lower = (key.clone(), 0);
-                let upper = (key.clone(), u64::MAX);
-                if let Some((_, holder)) = set.range(lower..=upper).next() {
-                    return Err(ApplyError::Unique {
-                        index: Arc::clone(&def.name),
-                        key: (def.describe)(&doc.bytes),
-                        holder: *holder,
-                    });
-                }
+            if def.unique
+                && let Some((_, holder)) =
+                    set.range((key.clone(), 0)..=(key.clone(), u64::MAX)).next()
+            {
+                return Err(ApplyError::Unique {
+                    index: Arc::clone(&def.name),
+                    key: (def.describe)(&doc.bytes),
+                    holder: *holder,
+                });
             }
             set.insert((key, id));
         }
@@ -337,14 +352,19 @@ impl CollectionVersion {
         Ok(())
     }
 
+    /// Records that `id` was removed by commit `seq` (a later writer of the same id that began before conflicts).
+    pub fn record_removal(&mut self, id: u64, seq: u64) {
+        debug_assert!(!self.docs.contains_key(&id));
+        self.removed.insert(id, seq);
+    }
+
     /// Removes document `id` (recording the removal's sequence number). Returns whether it existed.
     pub fn remove(&mut self, defs: &[IndexDef], id: u64, seq: u64) -> bool {
-        let Some(old) = self.docs.remove(&id) else {
-            return false;
-        };
-        self.unindex(defs, id, &old.bytes);
-        self.removed.insert(id, seq);
-        true
+        let existed = self.detach(defs, id).is_some();
+        if existed {
+            self.record_removal(id, seq);
+        }
+        existed
     }
 
     fn unindex(&mut self, defs: &[IndexDef], id: u64, bytes: &AlignedVec) {
