@@ -684,6 +684,9 @@ impl Inner {
             });
         }
         let mut state = self.commit.lock();
+        // After a failed commit the newest version may hold writes whose fate is unknown: refuse everything, as
+        // Poisoned (not as a conflict with them), until the database is reopened.
+        self.wal.check_poison()?;
         self.check_no_in_doubt()?;
         let version = build_version(&state.latest, snapshot, ops)?;
         let payloads: Vec<Vec<u8>> = ops.iter().map(encode_op).collect();

@@ -340,6 +340,7 @@ impl Participant for DatabaseParticipant {
                 "the participant database is busy committing".into(),
             ));
         };
+        inner.wal.check_poison()?;
         if let Some(t) = self.db.in_doubt().first() {
             return Ok(Vote::Abort(Error::InDoubt { txid: t.txid }.to_string()));
         }

@@ -339,6 +339,9 @@ fn run_tx(
     let roll = rng.random_range(0..100);
     let mut deliberate_violation = false;
     match roll {
+        // With another writer, the ids listed from an older snapshot can miss accounts the transaction's newer
+        // snapshot has (opened meanwhile): then skip this round.
+        _ if pool.len() < 4 && mode == Mode::Concurrent => return Outcome::Refused,
         _ if pool.len() < 4 => panic!("only {} accounts visible", pool.len()),
         0..55 => {
             // Transfer among two to four accounts; the amounts sum to zero.
@@ -770,7 +773,6 @@ fn crash_images_during_concurrent_commits_recover_a_committed_prefix() {
 fn injected_eio_poisons_the_database_and_the_crash_image_keeps_every_synced_commit() {
     let budget = image_budget(15);
     let (mut images, mut run, mut failed_runs, mut failed_present) = (0, 0u64, 0, 0);
-    let mut later_conflicts = 0;
     while images < budget {
         let seed = base_seed() ^ (run << 20) ^ 0xE10;
         let _guard = SeedGuard(format!("EIO run {run} seed {seed:#x}"));
@@ -858,12 +860,6 @@ fn injected_eio_poisons_the_database_and_the_crash_image_keeps_every_synced_comm
                         ..
                     }
                     | Outcome::Refused => {}
-                    // A transaction writing a document the failed one wrote gets `Conflict` instead: see
-                    // `a_commit_after_a_failed_commit_is_refused_as_poisoned_not_as_a_conflict`.
-                    Outcome::Failed {
-                        error: Error::Conflict { .. },
-                        ..
-                    } => later_conflicts += 1,
                     Outcome::Failed { error, .. } => {
                         panic!("{context}: a later {d:?} commit returned {error:?}, not Poisoned")
                     }
@@ -890,7 +886,7 @@ fn injected_eio_poisons_the_database_and_the_crash_image_keeps_every_synced_comm
     }
     println!(
         "{images} crash images over {run} EIO runs, {failed_runs} of which failed a commit; {failed_present} images \
-         held the failed transaction; {later_conflicts} later commits refused as conflicts, not as poisoned"
+         held the failed transaction"
     );
     assert!(
         failed_runs * 2 > run as usize,
@@ -898,13 +894,11 @@ fn injected_eio_poisons_the_database_and_the_crash_image_keeps_every_synced_comm
     );
 }
 
-/// After a commit fails (here: its fdatasync), a later transaction that writes the same document must be refused
-/// with `Error::Poisoned`, as every other later commit is. It gets `Error::Conflict` ("nothing was written; retry")
-/// instead, because the failed commit stays in the database's latest version while readers never see it: a caller
-/// that retries conflicts, as documented, retries forever.
+/// Regression: after a commit fails (here: its fdatasync), a later transaction that writes the same document must
+/// be refused with `Error::Poisoned`, as every other later commit is. It used to get `Error::Conflict` ("nothing
+/// was written; retry") because the failed commit stays in the database's latest version while readers never see
+/// it: a caller that retries conflicts, as documented, retried forever.
 #[test]
-#[ignore = "BUG: after a failed commit, a transaction writing the same document gets Error::Conflict (retry \
-            forever) instead of Error::Poisoned; Inner::commit checks conflicts against the failed version"]
 fn a_commit_after_a_failed_commit_is_refused_as_poisoned_not_as_a_conflict() {
     let storage = Arc::new(MemStorage::simulated());
     let db = Database::open_with_storage(storage.clone(), options(4096)).unwrap();

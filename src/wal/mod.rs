@@ -801,7 +801,11 @@ impl Wal {
         self.poisoned.load(Ordering::Acquire)
     }
 
-    fn check_poison(&self) -> Result<()> {
+    /// `Ok` unless an earlier failure poisoned the log; then [`Error::Poisoned`] with its cause.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`].
+    pub fn check_poison(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             let cause = self.poison_cause.lock().clone().unwrap_or_default();
             return Err(Error::Poisoned { cause });
