@@ -55,7 +55,7 @@ impl Default for Options {
 /// What a commit did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitInfo {
-    /// The commit's sequence number (0 for a transaction that wrote nothing).
+    /// The commit's sequence number (for a transaction that wrote nothing: its snapshot's).
     pub seq: u64,
     /// LSN just past the commit's log records (`None` for a transaction that wrote nothing).
     pub end_lsn: Option<u64>,

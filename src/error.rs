@@ -158,7 +158,7 @@ pub enum Error {
     },
     /// A savepoint that does not belong to this transaction, or was already rolled back past.
     #[error("savepoint {0} is not active in this transaction")]
-    InvalidSavepoint(usize),
+    InvalidSavepoint(u64),
     /// A two-phase commit was aborted: a participant voted no or failed to prepare. Nothing was committed.
     #[error("participant {participant:?} refused to commit: {reason}")]
     ParticipantAborted {

@@ -70,7 +70,11 @@ pub trait Participant: Send + Sync {
 
 /// A position in a transaction to roll back to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Savepoint(usize);
+pub struct Savepoint(u64);
+
+/// Source of savepoint ids: unique in the process, so a savepoint of another transaction is never taken for one of
+/// this transaction.
+static NEXT_SAVEPOINT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A write transaction. Commit with [`Transaction::commit`]; dropping it rolls it back.
 pub struct Transaction<'db> {
@@ -80,6 +84,8 @@ pub struct Transaction<'db> {
     ops: Vec<Op>,
     /// (slot, id) → index in `ops` of the latest write of that document.
     latest: HashMap<(u32, u64), usize>,
+    /// Active savepoints, oldest first: (id, number of ops when taken).
+    savepoints: Vec<(u64, usize)>,
     participants: Vec<Arc<dyn Participant>>,
 }
 
@@ -101,6 +107,7 @@ impl<'db> Transaction<'db> {
             durability,
             ops: Vec::new(),
             latest: HashMap::new(),
+            savepoints: Vec::new(),
             participants: Vec::new(),
         }
     }
@@ -240,20 +247,30 @@ impl<'db> Transaction<'db> {
     }
 
     /// Marks the current point: [`Transaction::rollback_to`] undoes every write made after it.
-    #[must_use]
-    pub fn savepoint(&self) -> Savepoint {
-        Savepoint(self.ops.len())
+    pub fn savepoint(&mut self) -> Savepoint {
+        let id = NEXT_SAVEPOINT.fetch_add(1, Ordering::Relaxed);
+        self.savepoints.push((id, self.ops.len()));
+        Savepoint(id)
     }
 
-    /// Undoes every write made after `savepoint` (which stays valid for further rollbacks).
+    /// Undoes every write made after `savepoint`. The savepoint stays valid for further rollbacks; savepoints taken
+    /// after it are discarded.
     ///
     /// # Errors
-    /// [`Error::InvalidSavepoint`] if writes were already rolled back to before it.
+    /// [`Error::InvalidSavepoint`] if it belongs to another transaction, or was discarded by a rollback to an earlier
+    /// savepoint.
     pub fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
-        if savepoint.0 > self.ops.len() {
+        let Some(index) = self
+            .savepoints
+            .iter()
+            .position(|&(id, _)| id == savepoint.0)
+        else {
             return Err(Error::InvalidSavepoint(savepoint.0));
-        }
-        self.ops.truncate(savepoint.0);
+        };
+        let position = self.savepoints[index].1;
+        self.savepoints.truncate(index + 1);
+        debug_assert!(position <= self.ops.len());
+        self.ops.truncate(position);
         self.latest = self
             .ops
             .iter()

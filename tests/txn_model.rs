@@ -15,9 +15,9 @@
 //! Unique indexes are checked on the commit's result, whatever the order of the transaction's writes (keys can
 //! move between documents of one transaction).
 //!
-//! Known bug (see the `#[ignore]`d tests): a savepoint rolled back past is accepted again once the transaction has
-//! written as far as its position. The `model_*` tests do not try that (and count the skips); `model_mem_strict`
-//! does.
+//! A savepoint rolled back past is refused (`Error::InvalidSavepoint`): the model and
+//! `stale_savepoint_is_refused_after_new_writes` check it (regression: it used to be accepted again once the
+//! transaction had written as far as its position).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -772,7 +772,6 @@ struct Stats {
     not_found: u64,
     rollbacks_to: u64,
     invalid_savepoints: u64,
-    stale_savepoints_skipped: u64,
     reopens: u64,
     lost_on_crash: u64,
     max_docs: usize,
@@ -784,7 +783,6 @@ struct Harness<'s> {
     storage: Option<Arc<MemStorage>>,
     dir: Option<tempfile::TempDir>,
     /// Also roll back to savepoints rolled back past after new writes (the known bug).
-    strict: bool,
     model: Model,
     stats: &'s RefCell<Stats>,
 }
@@ -1040,28 +1038,21 @@ impl Harness<'_> {
                 for item in second {
                     self.apply(tx, tm, coll, &TxOp::Insert(item.clone()));
                 }
-                if !first.is_empty() {
-                    // The second savepoint is the newest rolled back past.
-                    self.apply(tx, tm, coll, &TxOp::RollbackStale(tm.stale.len() - 1));
-                }
+                // The second savepoint is the newest discarded one.
+                self.apply(tx, tm, coll, &TxOp::RollbackStale(tm.stale.len() - 1));
             }
             TxOp::RollbackStale(k) => {
                 if tm.stale.is_empty() {
                     return;
                 }
                 let (sp, at) = tm.stale[k % tm.stale.len()];
-                if tm.cur.ops < at || self.strict {
-                    let result = tx.rollback_to(sp);
-                    assert!(
-                        matches!(result, Err(Error::InvalidSavepoint(_))),
-                        "rollback to a savepoint at {at} rolled back past, with {} writes since: {result:?}",
-                        tm.cur.ops
-                    );
-                    self.stats.borrow_mut().invalid_savepoints += 1;
-                } else {
-                    // The known bug: it would be accepted (see `stale_savepoint_is_refused_after_new_writes`).
-                    self.stats.borrow_mut().stale_savepoints_skipped += 1;
-                }
+                let result = tx.rollback_to(sp);
+                assert!(
+                    matches!(result, Err(Error::InvalidSavepoint(_))),
+                    "rollback to a discarded savepoint (at {at}), with {} writes since: {result:?}",
+                    tm.cur.ops
+                );
+                self.stats.borrow_mut().invalid_savepoints += 1;
             }
         }
     }
@@ -1069,14 +1060,10 @@ impl Harness<'_> {
     fn rollback_to_index(&self, tx: &mut Transaction<'_>, tm: &mut TxModel, i: usize) {
         let (sp, saved) = tm.savepoints[i].clone();
         tx.rollback_to(sp).expect("rollback to an active savepoint");
-        // Savepoints taken after it, at later positions, are rolled back past.
+        // Savepoints taken after it are discarded (as SQL's ROLLBACK TO SAVEPOINT does), even at the same position.
         let later = tm.savepoints.split_off(i + 1);
         for (s, at) in later {
-            if at.ops > saved.ops {
-                tm.stale.push((s, at.ops));
-            } else {
-                tm.savepoints.push((s, at));
-            }
+            tm.stale.push((s, at.ops));
         }
         tm.cur = saved;
         self.stats.borrow_mut().rollbacks_to += 1;
@@ -1250,7 +1237,7 @@ fn quiet_panics_on_this_thread(quiet: bool) {
     QUIET.with(|q| q.set(quiet));
 }
 
-fn run_model(backend: Backend, cases: u32, strict: bool) -> Stats {
+fn run_model(backend: Backend, cases: u32) -> Stats {
     let max_steps = env_or("TXN_MODEL_STEPS", 24usize);
     let config = Config {
         cases,
@@ -1276,7 +1263,6 @@ fn run_model(backend: Backend, cases: u32, strict: bool) -> Stats {
             },
             storage: (backend == Backend::Mem).then(|| Arc::new(MemStorage::simulated())),
             dir: (backend == Backend::Dir).then(|| tempfile::tempdir().expect("tempdir")),
-            strict,
             model: Model::new(),
             stats: &stats,
         };
@@ -1285,7 +1271,7 @@ fn run_model(backend: Backend, cases: u32, strict: bool) -> Stats {
     });
     quiet_panics_on_this_thread(false);
     let stats = stats.into_inner();
-    eprintln!("{backend:?} (strict: {strict}): {stats:?}");
+    eprintln!("{backend:?}: {stats:?}");
     if let Err(e) = result {
         panic!("{e}");
     }
@@ -1299,7 +1285,7 @@ fn run_model(backend: Backend, cases: u32, strict: bool) -> Stats {
 #[test]
 fn model_mem() {
     let cases = env_or("TXN_MODEL_CASES", 64);
-    let stats = run_model(Backend::Mem, cases, false);
+    let stats = run_model(Backend::Mem, cases);
     if cases >= 32 {
         // The generator must reach every outcome (each is near certain over 32 cases).
         assert!(stats.commits > 0 && stats.empty_commits > 0, "{stats:?}");
@@ -1317,15 +1303,8 @@ fn model_mem() {
 
 #[test]
 fn model_dir() {
-    let stats = run_model(Backend::Dir, env_or("TXN_MODEL_DIR_CASES", 8), false);
+    let stats = run_model(Backend::Dir, env_or("TXN_MODEL_DIR_CASES", 8));
     assert!(stats.commits > 0, "{stats:?}");
-}
-
-#[test]
-#[ignore = "BUG: a savepoint rolled back past is accepted again after new writes (see \
-            stale_savepoint_is_refused_after_new_writes)"]
-fn model_mem_strict() {
-    run_model(Backend::Mem, env_or("TXN_MODEL_CASES", 64), true);
 }
 
 fn in_memory() -> (Database, Collection<Item>) {
@@ -1385,9 +1364,6 @@ fn unique_key_freed_later_in_the_transaction() {
 }
 
 #[test]
-#[ignore = "BUG: Transaction::rollback_to accepts a savepoint that was already rolled back past once the \
-            transaction has made as many writes again (it only compares positions), and then truncates to a \
-            state the savepoint never marked"]
 fn stale_savepoint_is_refused_after_new_writes() {
     let (db, coll) = in_memory();
     let mut tx = db.begin();
