@@ -105,6 +105,24 @@ struct Catalog {
     by_name: HashMap<Arc<str>, u32>,
 }
 
+impl Catalog {
+    /// The slot of collection `name`, made (untyped, undeclared) if it has none yet.
+    fn slot_for(&mut self, name: &str) -> u32 {
+        if let Some(&slot) = self.by_name.get(name) {
+            return slot;
+        }
+        let slot = u32::try_from(self.slots.len()).expect("fewer than 2^32 collections");
+        let name: Arc<str> = name.into();
+        self.slots.push(Slot {
+            name: Arc::clone(&name),
+            declared_type: None,
+            binding: None,
+        });
+        self.by_name.insert(name, slot);
+        slot
+    }
+}
+
 pub(crate) struct CommitState {
     /// The newest committed version (possibly not yet durable or published): the next commit builds on it.
     pub(crate) latest: Arc<DbVersion>,
@@ -382,20 +400,7 @@ impl Database {
             }
             std::thread::yield_now();
         }
-        let slot = match catalog.by_name.get(name) {
-            Some(&slot) => slot,
-            None => {
-                let slot = u32::try_from(catalog.slots.len()).expect("fewer than 2^32 collections");
-                let name: Arc<str> = name.into();
-                catalog.slots.push(Slot {
-                    name: Arc::clone(&name),
-                    declared_type: None,
-                    binding: None,
-                });
-                catalog.by_name.insert(name, slot);
-                slot
-            }
-        };
+        let slot = catalog.slot_for(name);
         let label = type_label::<T>();
         match &catalog.slots[slot as usize].declared_type {
             Some(declared) if *declared != label => {
@@ -1088,20 +1093,7 @@ fn redo(
     for record in data {
         let op = decode_op(record.payload())
             .ok_or_else(|| corrupt_record(record, "malformed DATA payload"))?;
-        let slot = match catalog.by_name.get(op.name) {
-            Some(&slot) => slot,
-            None => {
-                let slot = u32::try_from(catalog.slots.len()).expect("fewer than 2^32 collections");
-                let name: Arc<str> = op.name.into();
-                catalog.slots.push(Slot {
-                    name: Arc::clone(&name),
-                    declared_type: None,
-                    binding: None,
-                });
-                catalog.by_name.insert(name, slot);
-                slot
-            }
-        } as usize;
+        let slot = catalog.slot_for(op.name) as usize;
         match op.op {
             OP_DECLARE => {
                 let label = std::str::from_utf8(op.body)
