@@ -1,0 +1,1355 @@
+//! Database benchmarks, each next to its floor measured in the same run. The document is `User`, a ~256 B rkyv
+//! archive (a `u64` key that is also its id, a 26 B email, padding) in a collection with one unique index
+//! (`email`):
+//!
+//! 1. durable single-writer commit of one document (`Durability::Sync`, file-backed): p50/p99/p99.9 next to raw
+//!    `pwrite` + `fdatasync` of 256 B into a zero-filled file, consecutively and interleaved operation by
+//!    operation;
+//! 2. non-durable commit of one document from one thread (`Durability::None`, in memory and on files): commits/s,
+//!    next to a 256 B memcpy and to the WAL appending the same two records on its own;
+//! 3. point reads from a snapshot of N documents (1 M; 20 k in quick mode), random keys: `get` by id and
+//!    `find_one` on the unique index, next to one random 256 B read from a flat array and a `std` `BTreeMap` get;
+//! 4. transactions of 1,000 small documents (24 B key under a unique index, 150 B value), `Sync` and `None`:
+//!    documents/s;
+//! 5. group commit: 1, 2 and 4 threads doing `Sync` commits: latency percentiles, commits/s, fdatasyncs per
+//!    commit (`db.wal().stats()`) and disk cache flushes per commit;
+//! 6. memory: resident bytes per document after loading N documents, each load in a fresh child process (VmRSS,
+//!    RssAnon, RssFile from `/proc/self/status`).
+//!
+//! `cargo bench --bench db`; `CSTORE_BENCH_QUICK=1 cargo bench --bench db` for a smoke run (about a minute, build
+//! excluded). `CSTORE_BENCH_DB_SECTIONS=135` runs only sections 1, 3 and 5. Everything on disk lives in a temporary
+//! directory under `std::env::temp_dir()`.
+//!
+//! The database has no checkpoint yet, so its log only grows: benchmarks that insert without bound start a fresh
+//! database (untimed) whenever the collection reaches N documents, and a file-backed log pays for creating
+//! (zero-filling) every segment it grows into.
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use collection_store::wal::{Durability, RecordKind, Wal, WalOptions, WalStats};
+use collection_store::{Collection, Database, Document, Options, Spec as DocSpec};
+use common::{
+    Cfg, DiskFlushes, RECORD_BYTES, Spec, Summary, criterion_test_mode, find, fmt_ns, measure,
+    measure_op, payload, print_table, summarize, zero_filled_file,
+};
+use criterion::Criterion;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rkyv::{Archive, Serialize};
+
+const GROUP: &str = "db";
+/// Documents per transaction in section 4 (and when loading).
+const TXN_DOCS: u64 = 1_000;
+/// Environment of a memory-measuring child process (section 6).
+const CHILD_KIND: &str = "CSTORE_BENCH_DB_CHILD";
+const CHILD_DOCS: &str = "CSTORE_BENCH_DB_CHILD_DOCS";
+const CHILD_DIR: &str = "CSTORE_BENCH_DB_CHILD_DIR";
+
+/// This bench's own sizes, on top of the shared [`Cfg`].
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    /// Documents loaded for reads and memory, and the most an insert benchmark lets a collection grow to.
+    docs: u64,
+    /// Documents that the replace benchmark of section 2 cycles over.
+    put_ring: u64,
+    /// Random keys the read benchmarks cycle over.
+    read_keys: usize,
+    /// How long each group-commit configuration runs.
+    group_commit_time: Duration,
+}
+
+impl Sizes {
+    fn for_run(cfg: &Cfg) -> Self {
+        if cfg.quick {
+            Self {
+                docs: 20_000,
+                put_ring: 10_000,
+                read_keys: 1 << 16,
+                group_commit_time: Duration::from_millis(400),
+            }
+        } else {
+            Self {
+                docs: 1_000_000,
+                put_ring: 100_000,
+                read_keys: 1 << 20,
+                group_commit_time: Duration::from_secs(3),
+            }
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Documents
+// -------------------------------------------------------------------------------------------------------------
+
+/// The ~256 B document. `key` is its id (the collection's primary key); `email` is unique.
+#[derive(Archive, Serialize, Clone, Debug)]
+struct User {
+    key: u64,
+    email: String,
+    pad: Vec<u8>,
+}
+
+/// A small document for bulk transactions and memory: a 24 B key under a unique index, a 150 B value.
+#[derive(Archive, Serialize, Clone, Debug)]
+struct Kv {
+    key: String,
+    value: Vec<u8>,
+}
+
+const KV_KEY_BYTES: usize = 24;
+const KV_VALUE_BYTES: usize = 150;
+
+fn user_spec() -> DocSpec<User> {
+    DocSpec::new()
+        .primary_key(|u: &ArchivedUser| u.key.to_native())
+        .unique("email", |u: &ArchivedUser| u.email.to_string())
+}
+
+fn kv_spec() -> DocSpec<Kv> {
+    DocSpec::new().unique("key", |d: &ArchivedKv| d.key.to_string())
+}
+
+/// Writes `prefix`, `n` as `digits` zero-padded decimal digits, then `suffix` into `out` (no allocation once `out`
+/// has the capacity).
+fn fill_ascii(out: &mut String, prefix: &str, n: u64, digits: usize, suffix: &str) {
+    out.clear();
+    out.push_str(prefix);
+    let mut buf = [b'0'; 20];
+    let mut k = n;
+    for d in buf[..digits].iter_mut().rev() {
+        *d = b'0' + (k % 10) as u8;
+        k /= 10;
+    }
+    out.push_str(std::str::from_utf8(&buf[..digits]).expect("ascii digits"));
+    out.push_str(suffix);
+}
+
+/// The email of the user with key `key`: 26 bytes, unique per key below 10^10.
+fn email_of(key: u64, out: &mut String) {
+    fill_ascii(out, "user", key, 10, "@example.com");
+}
+
+/// Something that makes one document after another by changing one value in place (so the benchmarks do not time
+/// building documents from scratch).
+trait Gen {
+    type Doc: Document;
+    fn set(&mut self, n: u64);
+    fn doc(&self) -> &Self::Doc;
+}
+
+struct UserGen {
+    doc: User,
+}
+
+impl UserGen {
+    fn new() -> Self {
+        let mut doc = User {
+            key: 0,
+            email: String::with_capacity(32),
+            pad: Vec::new(),
+        };
+        email_of(0, &mut doc.email);
+        // The longest padding that keeps the archive within 256 B.
+        let pad = (0..RECORD_BYTES)
+            .take_while(|&p| {
+                doc.pad = vec![0x5a; p];
+                archived_len(&doc) <= RECORD_BYTES
+            })
+            .last()
+            .unwrap_or(0);
+        doc.pad = (0..pad).map(|j| (j as u8) | 1).collect();
+        Self { doc }
+    }
+}
+
+impl Gen for UserGen {
+    type Doc = User;
+    fn set(&mut self, n: u64) {
+        self.doc.key = n;
+        email_of(n, &mut self.doc.email);
+    }
+    fn doc(&self) -> &User {
+        &self.doc
+    }
+}
+
+struct KvGen {
+    doc: Kv,
+}
+
+impl KvGen {
+    fn new() -> Self {
+        let mut doc = Kv {
+            key: String::with_capacity(KV_KEY_BYTES),
+            value: (0..KV_VALUE_BYTES).map(|j| (j as u8) | 1).collect(),
+        };
+        fill_ascii(&mut doc.key, "key-", 0, KV_KEY_BYTES - 4, "");
+        Self { doc }
+    }
+}
+
+impl Gen for KvGen {
+    type Doc = Kv;
+    fn set(&mut self, n: u64) {
+        fill_ascii(&mut self.doc.key, "key-", n, KV_KEY_BYTES - 4, "");
+        self.doc.value[0] = n as u8 | 1;
+    }
+    fn doc(&self) -> &Kv {
+        &self.doc
+    }
+}
+
+fn archived_len<T: Document>(doc: &T) -> usize {
+    collection_store::collection::serialize(doc)
+        .expect("serialize")
+        .len()
+}
+
+/// Inserts documents `range` (made by `g`) in transactions of `per_txn`.
+fn load<G: Gen>(
+    db: &Database,
+    coll: &Collection<G::Doc>,
+    g: &mut G,
+    range: std::ops::Range<u64>,
+    per_txn: u64,
+) {
+    let mut n = range.start;
+    while n < range.end {
+        let mut tx = db.begin();
+        for _ in 0..per_txn.min(range.end - n) {
+            g.set(n);
+            tx.insert(coll, g.doc()).expect("insert");
+            n += 1;
+        }
+        tx.commit().expect("commit");
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Helpers
+// -------------------------------------------------------------------------------------------------------------
+
+/// Per-operation times of operations timed one by one, and their sum.
+#[derive(Default)]
+struct Timings {
+    ns: Vec<f64>,
+    total: Duration,
+}
+
+impl Timings {
+    fn time<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let t = Instant::now();
+        let r = f();
+        let d = t.elapsed();
+        self.total += d;
+        self.ns.push(d.as_nanos() as f64);
+        r
+    }
+
+    fn len(&self) -> usize {
+        self.ns.len()
+    }
+
+    fn summarize(self, name: &str) -> Option<Summary> {
+        let ops = self.ns.len() as u64;
+        summarize(name, self.ns, 1, ops, self.total)
+    }
+}
+
+fn stats_delta(a: &WalStats, b: &WalStats) -> WalStats {
+    WalStats {
+        appends: b.appends - a.appends,
+        records: b.records - a.records,
+        bytes_appended: b.bytes_appended - a.bytes_appended,
+        sync_requests: b.sync_requests - a.sync_requests,
+        syncs: b.syncs - a.syncs,
+        writes: b.writes - a.writes,
+        bytes_written: b.bytes_written - a.bytes_written,
+        segments_prepared: b.segments_prepared - a.segments_prepared,
+        segments_recycled: b.segments_recycled - a.segments_recycled,
+    }
+}
+
+fn stats_sum(a: &WalStats, b: &WalStats) -> WalStats {
+    WalStats {
+        appends: a.appends + b.appends,
+        records: a.records + b.records,
+        bytes_appended: a.bytes_appended + b.bytes_appended,
+        sync_requests: a.sync_requests + b.sync_requests,
+        syncs: a.syncs + b.syncs,
+        writes: a.writes + b.writes,
+        bytes_written: a.bytes_written + b.bytes_written,
+        segments_prepared: a.segments_prepared + b.segments_prepared,
+        segments_recycled: a.segments_recycled + b.segments_recycled,
+    }
+}
+
+fn describe_stats(label: &str, s: &WalStats) {
+    eprintln!(
+        "  {label}: {} commits, {:.0} B of log each, {} pwrites, {} fdatasyncs ({:.3} per commit), {} segments prepared ({} recycled)",
+        s.appends,
+        s.bytes_appended as f64 / s.appends.max(1) as f64,
+        s.writes,
+        s.syncs,
+        s.syncs as f64 / s.appends.max(1) as f64,
+        s.segments_prepared,
+        s.segments_recycled
+    );
+}
+
+fn per_s(ns: f64) -> f64 {
+    1e9 / ns
+}
+
+fn fmt_rate(r: f64) -> String {
+    if !r.is_finite() {
+        "-".into()
+    } else if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k/s", r / 1e3)
+    } else {
+        format!("{r:.0} /s")
+    }
+}
+
+/// The best per-operation figure for a throughput: criterion's estimate, else our mean.
+fn op_ns(s: &Summary) -> f64 {
+    s.criterion_ns.unwrap_or(s.mean_ns)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "MISSED" }
+}
+
+/// A database that can be replaced by a fresh, empty one between criterion's calls (untimed), so that inserting
+/// benchmarks keep the collection below a size and memory and disk stay bounded.
+struct Fresh<T: Document> {
+    root: PathBuf,
+    /// Names the directories (`{dir_label}-{generation}`); unique per benchmark.
+    dir_label: &'static str,
+    /// The collection's name.
+    label: &'static str,
+    options: Options,
+    spec: fn() -> DocSpec<T>,
+    generation: u32,
+    open: Option<(Database, Collection<T>)>,
+    dir: Option<PathBuf>,
+    /// Log counters of the databases already dropped.
+    stats: WalStats,
+}
+
+impl<T: Document> Fresh<T> {
+    fn new(
+        root: &Path,
+        dir_label: &'static str,
+        label: &'static str,
+        options: Options,
+        spec: fn() -> DocSpec<T>,
+    ) -> Self {
+        let mut f = Self {
+            root: root.to_owned(),
+            dir_label,
+            label,
+            options,
+            spec,
+            generation: 0,
+            open: None,
+            dir: None,
+            stats: WalStats::default(),
+        };
+        f.reopen();
+        f
+    }
+
+    fn reopen(&mut self) {
+        if let Some((db, _)) = &self.open {
+            self.stats = stats_sum(&self.stats, &db.wal().stats());
+        }
+        self.open = None;
+        if let Some(dir) = self.dir.take() {
+            std::fs::remove_dir_all(&dir).expect("remove old database");
+        }
+        self.generation += 1;
+        let dir = self
+            .root
+            .join(format!("{}-{}", self.dir_label, self.generation));
+        let db = Database::open(&dir, self.options.clone()).expect("open database");
+        let coll = db
+            .collection(self.label, (self.spec)())
+            .expect("collection");
+        self.open = Some((db, coll));
+        if !self.options.in_memory {
+            self.dir = Some(dir);
+        }
+    }
+
+    fn db(&self) -> &Database {
+        &self.open.as_ref().expect("open").0
+    }
+
+    fn coll(&self) -> &Collection<T> {
+        &self.open.as_ref().expect("open").1
+    }
+
+    fn count(&self) -> usize {
+        self.db().read().count(self.coll())
+    }
+
+    /// Replaces the database by an empty one once it holds `cap` documents.
+    fn limit(&mut self, cap: u64) {
+        if self.count() as u64 >= cap {
+            self.reopen();
+        }
+    }
+
+    /// Log counters of every database this held, the open one included.
+    fn total_stats(&self) -> WalStats {
+        stats_sum(&self.stats, &self.db().wal().stats())
+    }
+}
+
+impl<T: Document> Drop for Fresh<T> {
+    fn drop(&mut self) {
+        self.open = None;
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn options(durability: Durability, in_memory: bool) -> Options {
+    Options {
+        durability,
+        in_memory,
+        ..Options::default()
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// 1. Durable single-writer commit
+// -------------------------------------------------------------------------------------------------------------
+
+struct Durable {
+    rows: Vec<Summary>,
+    interleaved: Option<(Summary, Summary)>,
+    log_bytes_per_commit: f64,
+}
+
+fn bench_durable(c: &mut Criterion, cfg: &Cfg, dir: &Path, disk: Option<&DiskFlushes>) -> Durable {
+    let mut rows = Vec::new();
+    let floor = zero_filled_file(&dir.join("floor.dat"), cfg.file_bytes).expect("floor file");
+    let db = Database::open(dir.join("sync1"), options(Durability::Sync, false)).expect("open");
+    let users = db.collection("users", user_spec()).expect("collection");
+    let mut off = 0u64;
+    let mut i = 0u64;
+    let mut floor_op = || {
+        i += 1;
+        floor.write_all_at(&payload(i), off).expect("pwrite");
+        floor.sync_data().expect("fdatasync");
+        off = (off + RECORD_BYTES as u64) % cfg.file_bytes;
+    };
+    let mut g = UserGen::new();
+    let mut key = 0u64;
+    let mut db_op = || {
+        key += 1;
+        g.set(key);
+        db.insert(&users, g.doc()).expect("commit");
+    };
+
+    let spec = Spec::new(GROUP, "floor_pwrite_fdatasync_256", 1, disk);
+    rows.extend(measure_op(c, cfg, &spec, &mut floor_op));
+    let before = db.wal().stats();
+    let spec = Spec::new(GROUP, "commit_sync_256", 1, disk);
+    rows.extend(measure_op(c, cfg, &spec, &mut db_op));
+    let stats = stats_delta(&before, &db.wal().stats());
+    describe_stats("commit_sync_256", &stats);
+
+    // The same two, alternating one operation each, so both see the same noise.
+    let (mut a, mut b) = (Timings::default(), Timings::default());
+    let deadline = Instant::now() + cfg.measurement;
+    while Instant::now() < deadline && a.len() < 200_000 {
+        a.time(&mut floor_op);
+        b.time(&mut db_op);
+    }
+    let interleaved = a
+        .summarize("interleaved/floor_pwrite_fdatasync_256")
+        .zip(b.summarize("interleaved/commit_sync_256"));
+    Durable {
+        rows,
+        interleaved,
+        log_bytes_per_commit: stats.bytes_appended as f64 / stats.appends.max(1) as f64,
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// 2. Non-durable commit, one thread
+// -------------------------------------------------------------------------------------------------------------
+
+struct NonDurable {
+    rows: Vec<Summary>,
+}
+
+/// `Durability::None` inserts of one new `User` per transaction into a `Fresh` database. Each of criterion's calls
+/// ends with a log flush (timed); between calls, the database is replaced once it holds `cap` documents.
+fn insert_none(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    id: &str,
+    fresh: Fresh<User>,
+    cap: u64,
+    batch: u64,
+) -> Option<Summary> {
+    let fresh = RefCell::new(fresh);
+    let mut g = UserGen::new();
+    let mut key = 0u64;
+    let spec = Spec::new(GROUP, id, batch, None);
+    let summary = measure(
+        c,
+        cfg,
+        &spec,
+        || {
+            let f = fresh.borrow();
+            key += 1;
+            g.set(key);
+            f.db().insert(f.coll(), g.doc()).expect("commit");
+        },
+        || fresh.borrow().db().wal().flush().expect("flush"),
+        || fresh.borrow_mut().limit(cap),
+    );
+    let f = fresh.into_inner();
+    describe_stats(id, &f.total_stats());
+    eprintln!(
+        "  {id}: {} databases of up to {cap} documents",
+        f.generation
+    );
+    summary
+}
+
+fn bench_non_durable(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) -> NonDurable {
+    let mut rows = Vec::new();
+    let batch = 64;
+
+    // Floor: memcpy of 256 B into an 8 MiB ring (the log's staging ring size), one slot after another.
+    {
+        let rec = payload(1);
+        let mut ring = vec![0u8; 8 << 20];
+        let mut off = 0usize;
+        let op = || {
+            ring[off..off + RECORD_BYTES].copy_from_slice(black_box(&rec));
+            black_box(&ring[off]);
+            off += RECORD_BYTES;
+            if off + RECORD_BYTES > ring.len() {
+                off = 0;
+            }
+        };
+        let spec = Spec::new(GROUP, "floor_memcpy_256", 1024, None);
+        rows.extend(measure_op(c, cfg, &spec, op));
+    }
+
+    // The log alone, in memory, appending the two records a one-document commit logs (DATA with the operation
+    // and the archive, COMMIT with the sequence number), as `Wal` benchmarks do: flushed at the end of each call,
+    // synced and truncated between calls.
+    {
+        let data = vec![0x5au8; 1 + 2 + "users".len() + 8 + archived_len(UserGen::new().doc())];
+        let commit = 7u64.to_le_bytes();
+        let wal = Wal::open_in_memory(WalOptions::default()).expect("open");
+        let spec = Spec::new(GROUP, "wal_group_none_mem", batch, None);
+        rows.extend(measure(
+            c,
+            cfg,
+            &spec,
+            || {
+                wal.append_group(
+                    &[
+                        (RecordKind::Data, black_box(&data)),
+                        (RecordKind::Commit, &commit),
+                    ],
+                    Durability::None,
+                )
+                .expect("append");
+            },
+            || wal.flush().expect("flush"),
+            || {
+                wal.sync().expect("sync");
+                wal.truncate_before(wal.next_lsn()).expect("truncate");
+            },
+        ));
+    }
+
+    let fresh = Fresh::new(
+        dir,
+        "commit_none_mem",
+        "users",
+        options(Durability::None, true),
+        user_spec,
+    );
+    rows.extend(insert_none(
+        c,
+        cfg,
+        "commit_none_mem_256",
+        fresh,
+        sizes.docs,
+        batch,
+    ));
+    let fresh = Fresh::new(
+        dir,
+        "commit_none_file",
+        "users",
+        options(Durability::None, false),
+        user_spec,
+    );
+    rows.extend(insert_none(
+        c,
+        cfg,
+        "commit_none_file_256",
+        fresh,
+        sizes.docs,
+        batch,
+    ));
+
+    // Replacing documents of a collection that stays at `put_ring` documents (no growth, no fresh databases).
+    {
+        let db = Database::open(dir, options(Durability::None, true)).expect("open");
+        let users = db.collection("users", user_spec()).expect("collection");
+        let mut g = UserGen::new();
+        load(&db, &users, &mut g, 0..sizes.put_ring, TXN_DOCS);
+        let mut key = 0u64;
+        let spec = Spec::new(GROUP, "put_none_mem_256", batch, None);
+        rows.extend(measure(
+            c,
+            cfg,
+            &spec,
+            || {
+                key = (key + 1) % sizes.put_ring;
+                g.set(key);
+                db.put(&users, key, g.doc()).expect("commit");
+            },
+            || db.wal().flush().expect("flush"),
+            || {},
+        ));
+    }
+    NonDurable { rows }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// 3. Point reads from a snapshot
+// -------------------------------------------------------------------------------------------------------------
+
+struct Reads {
+    rows: Vec<Summary>,
+    docs: u64,
+    load_time: Duration,
+}
+
+fn bench_reads(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) -> Reads {
+    let mut rows = Vec::new();
+    let n = sizes.docs;
+    let batch = 1024;
+    let mut rng = SmallRng::seed_from_u64(0x5eed);
+    let ids: Vec<u64> = (0..sizes.read_keys)
+        .map(|_| rng.random_range(0..n))
+        .collect();
+    let mask = sizes.read_keys - 1;
+    assert!(sizes.read_keys.is_power_of_two());
+
+    // Floor: one random 8 B read of a 256 B slot in a flat array of N slots (a cache and TLB miss, nothing else).
+    {
+        let flat = vec![1u8; n as usize * RECORD_BYTES];
+        let mut i = 0usize;
+        let op = || {
+            let at = ids[i & mask] as usize * RECORD_BYTES;
+            i += 1;
+            let word = u64::from_le_bytes(flat[black_box(at)..at + 8].try_into().expect("8 bytes"));
+            black_box(word);
+        };
+        let spec = Spec::new(GROUP, "floor_flat_random_256", batch, None);
+        rows.extend(measure_op(c, cfg, &spec, op));
+        // The same, but each read's address depends on the previous read's value: the full latency of a miss,
+        // with no overlap between reads (a tree lookup's steps depend on each other like this).
+        let mut i = 0usize;
+        let mut last = 0u64;
+        let op = || {
+            let at = (ids[i & mask] ^ (last & 1)) as usize * RECORD_BYTES;
+            i += 1;
+            last = u64::from_le_bytes(flat[at..at + 8].try_into().expect("8 bytes"))
+                ^ 0x0101_0101_0101_0101;
+            black_box(last);
+        };
+        let spec = Spec::new(GROUP, "floor_flat_dependent_256", batch, None);
+        rows.extend(measure_op(c, cfg, &spec, op));
+    }
+    // Floor: a std BTreeMap from u64 to a boxed 256 B document, then an 8 B read of the document.
+    {
+        let map: BTreeMap<u64, Box<[u8]>> = (0..n)
+            .map(|k| (k, vec![k as u8 | 1; RECORD_BYTES].into_boxed_slice()))
+            .collect();
+        let mut i = 0usize;
+        let op = || {
+            let k = ids[i & mask];
+            i += 1;
+            let doc = map.get(&black_box(k)).expect("present");
+            black_box(u64::from_le_bytes(doc[..8].try_into().expect("8 bytes")));
+        };
+        let spec = Spec::new(GROUP, "floor_btreemap_get", batch, None);
+        rows.extend(measure_op(c, cfg, &spec, op));
+    }
+
+    let db = Database::open(dir, options(Durability::None, true)).expect("open");
+    let users = db.collection("users", user_spec()).expect("collection");
+    let started = Instant::now();
+    load(&db, &users, &mut UserGen::new(), 0..n, TXN_DOCS);
+    let load_time = started.elapsed();
+    let snap = db.read();
+    assert_eq!(snap.count(&users) as u64, n);
+    let emails: Vec<String> = ids
+        .iter()
+        .map(|&k| {
+            let mut e = String::new();
+            email_of(k, &mut e);
+            e
+        })
+        .collect();
+    for (&k, e) in ids.iter().zip(&emails).take(100) {
+        assert_eq!(snap.get(&users, k).map(|u| u.key.to_native()), Some(k));
+        let (id, u) = snap
+            .find_one(&users, "email", e)
+            .expect("index")
+            .expect("found");
+        assert_eq!((id, u.key.to_native()), (k, k));
+    }
+
+    {
+        let mut i = 0usize;
+        let op = || {
+            let k = ids[i & mask];
+            i += 1;
+            let doc = snap.get(&users, black_box(k));
+            black_box(doc.map(|u| u.key.to_native()));
+        };
+        let spec = Spec::new(GROUP, "get_by_id", batch, None);
+        rows.extend(measure_op(c, cfg, &spec, op));
+    }
+    {
+        let mut i = 0usize;
+        let op = || {
+            let e = &emails[i & mask];
+            i += 1;
+            let found = snap.find_one(&users, "email", black_box(e)).expect("index");
+            black_box(found.map(|(id, u)| (id, u.key.to_native())));
+        };
+        let spec = Spec::new(GROUP, "find_one_email", batch, None);
+        rows.extend(measure_op(c, cfg, &spec, op));
+    }
+    Reads {
+        rows,
+        docs: n,
+        load_time,
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// 4. 1,000-document transactions
+// -------------------------------------------------------------------------------------------------------------
+
+struct Bulk {
+    rows: Vec<Summary>,
+    kv_archive_bytes: usize,
+}
+
+fn bench_bulk(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    sizes: &Sizes,
+    dir: &Path,
+    disk: Option<&DiskFlushes>,
+) -> Bulk {
+    let mut rows = Vec::new();
+    for (id, durability) in [
+        ("txn1000_sync", Durability::Sync),
+        ("txn1000_none", Durability::None),
+    ] {
+        let fresh = RefCell::new(Fresh::new(
+            dir,
+            id,
+            "kv",
+            options(durability, false),
+            kv_spec,
+        ));
+        let mut g = KvGen::new();
+        let mut n = 0u64;
+        let spec = Spec::new(GROUP, id, 1, disk);
+        rows.extend(measure(
+            c,
+            cfg,
+            &spec,
+            || {
+                let f = fresh.borrow();
+                load(f.db(), f.coll(), &mut g, n..n + TXN_DOCS, TXN_DOCS);
+                n += TXN_DOCS;
+            },
+            || fresh.borrow().db().wal().flush().expect("flush"),
+            || fresh.borrow_mut().limit(sizes.docs),
+        ));
+        let f = fresh.into_inner();
+        describe_stats(id, &f.total_stats());
+        eprintln!(
+            "  {id}: {n} documents in {} databases of up to {} documents",
+            f.generation, sizes.docs
+        );
+    }
+    Bulk {
+        rows,
+        kv_archive_bytes: archived_len(KvGen::new().doc()),
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// 5. Group commit
+// -------------------------------------------------------------------------------------------------------------
+
+struct GroupRow {
+    threads: usize,
+    commits: u64,
+    elapsed: Duration,
+    stats: WalStats,
+    disk_flushes: Option<u64>,
+    latency: Option<Summary>,
+}
+
+fn bench_group_commit(
+    cfg: &Cfg,
+    sizes: &Sizes,
+    dir: &Path,
+    disk: Option<&DiskFlushes>,
+) -> Vec<GroupRow> {
+    let mut out = Vec::new();
+    for threads in [1usize, 2, 4] {
+        let db = Database::open(
+            dir.join(format!("group{threads}")),
+            options(Durability::Sync, false),
+        )
+        .expect("open");
+        let users = db.collection("users", user_spec()).expect("collection");
+        let mut g = UserGen::new();
+        for k in 0..cfg.prewarm_ops {
+            g.set(9_000_000_000 + k);
+            db.insert(&users, g.doc()).expect("commit");
+        }
+        let stop = AtomicBool::new(false);
+        let before = db.wal().stats();
+        let flushes_before = disk.and_then(DiskFlushes::read);
+        let start = Instant::now();
+        let latencies: Vec<Vec<f64>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (db, users, stop) = (&db, &users, &stop);
+                    s.spawn(move || {
+                        let mut g = UserGen::new();
+                        let mut lat = Vec::new();
+                        let mut key = t as u64 * 1_000_000_000;
+                        while !stop.load(Ordering::Relaxed) {
+                            key += 1;
+                            g.set(key);
+                            let t0 = Instant::now();
+                            db.insert(users, g.doc()).expect("commit");
+                            lat.push(t0.elapsed().as_nanos() as f64);
+                        }
+                        lat
+                    })
+                })
+                .collect();
+            std::thread::sleep(sizes.group_commit_time);
+            stop.store(true, Ordering::Relaxed);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect()
+        });
+        let elapsed = start.elapsed();
+        let flushes_after = disk.and_then(DiskFlushes::read);
+        let stats = stats_delta(&before, &db.wal().stats());
+        let all: Vec<f64> = latencies.into_iter().flatten().collect();
+        let commits = all.len() as u64;
+        let total = Duration::from_nanos(all.iter().sum::<f64>() as u64);
+        out.push(GroupRow {
+            threads,
+            commits,
+            elapsed,
+            stats,
+            disk_flushes: flushes_before.zip(flushes_after).map(|(a, b)| b - a),
+            latency: summarize(
+                &format!("group_commit/{threads}_threads"),
+                all,
+                1,
+                commits,
+                total,
+            ),
+        });
+    }
+    out
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// 6. Memory
+// -------------------------------------------------------------------------------------------------------------
+
+/// Resident set figures from `/proc/self/status`, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+}
+
+impl Rss {
+    fn read() -> Self {
+        let text = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let field = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        Self {
+            total: field("VmRSS:"),
+            anon: field("RssAnon:"),
+            file: field("RssFile:"),
+        }
+    }
+}
+
+/// The memory figures one child process reports.
+#[derive(Clone, Debug)]
+struct MemoryRow {
+    kind: String,
+    docs: u64,
+    archive_bytes: u64,
+    before: Rss,
+    opened: Rss,
+    loaded: Rss,
+    load_time: Duration,
+}
+
+impl MemoryRow {
+    fn per_doc(&self, f: impl Fn(&Rss) -> u64) -> f64 {
+        (f(&self.loaded) as f64 - f(&self.opened) as f64) / self.docs as f64
+    }
+}
+
+/// The four loads, each measured in its own process.
+const MEMORY_KINDS: [&str; 4] = ["user_file", "kv_file", "user_mem", "kv_mem"];
+
+/// In a child process: opens a database (`*_file`: file-backed; `*_mem`: in memory), loads `docs` documents in
+/// transactions of 1,000 with `Durability::None`, and prints the resident set before and after.
+fn memory_child(kind: &str) {
+    let docs: u64 = std::env::var(CHILD_DOCS)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("document count");
+    let dir = PathBuf::from(std::env::var_os(CHILD_DIR).expect("directory"));
+    let before = Rss::read();
+    let db = Database::open(&dir, options(Durability::None, kind.ends_with("_mem"))).expect("open");
+    let (opened, loaded, load_time, archive_bytes) = if kind.starts_with("user") {
+        let users = db.collection("users", user_spec()).expect("collection");
+        let opened = Rss::read();
+        let t = Instant::now();
+        let mut g = UserGen::new();
+        load(&db, &users, &mut g, 0..docs, TXN_DOCS);
+        db.wal().flush().expect("flush");
+        let load_time = t.elapsed();
+        assert_eq!(db.read().count(&users) as u64, docs);
+        (opened, Rss::read(), load_time, archived_len(g.doc()))
+    } else {
+        let kv = db.collection("kv", kv_spec()).expect("collection");
+        let opened = Rss::read();
+        let t = Instant::now();
+        let mut g = KvGen::new();
+        load(&db, &kv, &mut g, 0..docs, TXN_DOCS);
+        db.wal().flush().expect("flush");
+        let load_time = t.elapsed();
+        assert_eq!(db.read().count(&kv) as u64, docs);
+        (opened, Rss::read(), load_time, archived_len(g.doc()))
+    };
+    let r = |x: &Rss| format!("{},{},{}", x.total, x.anon, x.file);
+    println!(
+        "CSTORE_MEMORY {kind} {docs} {archive_bytes} {} {} {} {}",
+        r(&before),
+        r(&opened),
+        r(&loaded),
+        load_time.as_nanos()
+    );
+    drop(db);
+}
+
+fn parse_memory_line(line: &str) -> Option<MemoryRow> {
+    let mut f = line.strip_prefix("CSTORE_MEMORY ")?.split_whitespace();
+    let kind = f.next()?.to_owned();
+    let docs = f.next()?.parse().ok()?;
+    let archive_bytes = f.next()?.parse().ok()?;
+    let mut rss = || -> Option<Rss> {
+        let v: Vec<u64> = f
+            .next()?
+            .split(',')
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(Rss {
+            total: *v.first()?,
+            anon: *v.get(1)?,
+            file: *v.get(2)?,
+        })
+    };
+    let (before, opened, loaded) = (rss()?, rss()?, rss()?);
+    let load_time = Duration::from_nanos(f.next()?.parse().ok()?);
+    Some(MemoryRow {
+        kind,
+        docs,
+        archive_bytes,
+        before,
+        opened,
+        loaded,
+        load_time,
+    })
+}
+
+fn bench_memory(sizes: &Sizes, dir: &Path) -> Vec<MemoryRow> {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut rows = Vec::new();
+    for kind in MEMORY_KINDS {
+        let sub = dir.join(format!("memory-{kind}"));
+        let out = Command::new(&exe)
+            .env(CHILD_KIND, kind)
+            .env(CHILD_DOCS, sizes.docs.to_string())
+            .env(CHILD_DIR, &sub)
+            .output()
+            .expect("run child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().find_map(parse_memory_line) {
+            Some(row) if out.status.success() => rows.push(row),
+            _ => eprintln!(
+                "memory child {kind} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+        let _ = std::fs::remove_dir_all(&sub);
+    }
+    rows
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Report
+// -------------------------------------------------------------------------------------------------------------
+
+fn main() {
+    if let Ok(kind) = std::env::var(CHILD_KIND) {
+        memory_child(&kind);
+        return;
+    }
+    let cfg = Cfg::from_env();
+    let sizes = Sizes::for_run(&cfg);
+    let mut c = Criterion::default().configure_from_args();
+    let dir = tempfile::tempdir_in(std::env::temp_dir()).expect("temp dir");
+    let disk = DiskFlushes::for_path(dir.path());
+    eprintln!(
+        "db bench: temp dir {} (device {}), {} documents{}",
+        dir.path().display(),
+        disk.as_ref().map_or("unknown", |d| d.name.as_str()),
+        sizes.docs,
+        if cfg.quick { ", QUICK mode" } else { "" }
+    );
+    let test_mode = criterion_test_mode();
+    let sections = std::env::var("CSTORE_BENCH_DB_SECTIONS").unwrap_or_else(|_| "123456".into());
+    let want = |x: char| sections.contains(x);
+
+    // Memory first, while the machine has the most free memory (each load runs in its own process anyway).
+    let memory = if want('6') && !test_mode {
+        bench_memory(&sizes, dir.path())
+    } else {
+        Vec::new()
+    };
+    let durable = want('1').then(|| bench_durable(&mut c, &cfg, dir.path(), disk.as_ref()));
+    let non_durable = want('2').then(|| bench_non_durable(&mut c, &cfg, &sizes, dir.path()));
+    let reads = want('3').then(|| bench_reads(&mut c, &cfg, &sizes, dir.path()));
+    let bulk = want('4').then(|| bench_bulk(&mut c, &cfg, &sizes, dir.path(), disk.as_ref()));
+    let groups = if want('5') && !test_mode {
+        bench_group_commit(&cfg, &sizes, dir.path(), disk.as_ref())
+    } else {
+        Vec::new()
+    };
+    c.final_summary();
+    if test_mode {
+        return;
+    }
+
+    if let Some(d) = &durable {
+        let mut rows = d.rows.clone();
+        if let Some((x, y)) = &d.interleaved {
+            rows.push(x.clone());
+            rows.push(y.clone());
+        }
+        print_table("1. durable commit of one 256 B document, one writer", &rows);
+    }
+    if let Some(nd) = &non_durable {
+        print_table(
+            "2. non-durable commit of one 256 B document, one thread",
+            &nd.rows,
+        );
+    }
+    if let Some(r) = &reads {
+        print_table(
+            &format!(
+                "3. point reads, snapshot of {} documents, random keys",
+                r.docs
+            ),
+            &r.rows,
+        );
+    }
+    if let Some(b) = &bulk {
+        print_table(
+            &format!(
+                "4. transactions of {TXN_DOCS} documents ({KV_KEY_BYTES} B key, {KV_VALUE_BYTES} B value, {} B archive)",
+                b.kv_archive_bytes
+            ),
+            &b.rows,
+        );
+    }
+    if !groups.is_empty() {
+        report_group_commit(&groups);
+    }
+    if !memory.is_empty() {
+        report_memory(&memory);
+    }
+
+    eprintln!("\n== summary (all figures from this run) ==");
+    if cfg.quick {
+        eprintln!("QUICK mode: smoke-test sizes and times; the verdicts below are not meaningful");
+    }
+    if let Some(d) = &durable {
+        summarize_durable(d);
+    }
+    if let Some(nd) = &non_durable {
+        summarize_non_durable(nd);
+    }
+    if let Some(r) = &reads {
+        summarize_reads(r);
+    }
+    if let Some(b) = &bulk {
+        summarize_bulk(b);
+    }
+    summarize_group_commit(&groups);
+    for m in &memory {
+        eprintln!(
+            "6. {:<10} {:.0} B resident per document ({} B archive)",
+            m.kind,
+            m.per_doc(|r| r.total),
+            m.archive_bytes
+        );
+    }
+}
+
+/// The commit's percentiles over the floor's, and the verdict on p50.
+fn print_durable_ratio(what: &str, floor: &Summary, db: &Summary, extra: &str) {
+    let r = db.p50_ns / floor.p50_ns;
+    eprintln!(
+        "1. {what} p50: db {} / floor {} = {:.3} (p99 {:.3}, p99.9 {:.3}{extra}); target <= 1.2: {}",
+        fmt_ns(db.p50_ns),
+        fmt_ns(floor.p50_ns),
+        r,
+        db.p99_ns / floor.p99_ns,
+        db.p999_ns / floor.p999_ns,
+        verdict(r <= 1.2)
+    );
+}
+
+fn summarize_durable(d: &Durable) {
+    if let (Some(f), Some(w)) = (
+        find(&d.rows, "floor_pwrite_fdatasync_256"),
+        find(&d.rows, "commit_sync_256"),
+    ) {
+        print_durable_ratio("consecutive", &f, &w, "");
+    }
+    if let Some((f, w)) = &d.interleaved {
+        print_durable_ratio("interleaved", f, w, &format!(", n={}", w.samples));
+    }
+    eprintln!(
+        "1. a one-document commit logs {:.0} B (DATA + COMMIT records, headers included)",
+        d.log_bytes_per_commit
+    );
+}
+
+fn summarize_non_durable(nd: &NonDurable) {
+    let memcpy = find(&nd.rows, "floor_memcpy_256");
+    let wal = find(&nd.rows, "wal_group_none_mem");
+    if let Some(m) = &memcpy {
+        eprintln!("2. floor: memcpy 256 B {}", fmt_rate(per_s(op_ns(m))));
+    }
+    if let Some(w) = &wal {
+        eprintln!(
+            "2. the log alone (same two records, in memory): {} sustained",
+            fmt_rate(per_s(w.mean_ns))
+        );
+    }
+    for id in [
+        "commit_none_mem_256",
+        "commit_none_file_256",
+        "put_none_mem_256",
+    ] {
+        if let Some(s) = find(&nd.rows, id) {
+            // The verdict uses the sustained rate: all commits over all timed calls, flushes included.
+            let sustained = per_s(s.mean_ns);
+            eprintln!(
+                "2. {id:<21} sustained {:>10}, criterion slope {:>10}; target >= 1 M/s: {}; {:.0}x memcpy, {:.1}x the log alone",
+                fmt_rate(sustained),
+                fmt_rate(per_s(op_ns(&s))),
+                verdict(sustained >= 1e6),
+                memcpy.as_ref().map_or(f64::NAN, |m| s.mean_ns / op_ns(m)),
+                wal.as_ref().map_or(f64::NAN, |w| s.mean_ns / w.mean_ns),
+            );
+        }
+    }
+}
+
+fn summarize_reads(r: &Reads) {
+    eprintln!(
+        "3. loading {} documents in transactions of {TXN_DOCS} (in memory, None): {:.2} s, {}",
+        r.docs,
+        r.load_time.as_secs_f64(),
+        fmt_rate(r.docs as f64 / r.load_time.as_secs_f64())
+    );
+    let flat = find(&r.rows, "floor_flat_random_256");
+    let dependent = find(&r.rows, "floor_flat_dependent_256");
+    let btree = find(&r.rows, "floor_btreemap_get");
+    let ratio = |ns: f64, f: &Option<Summary>| f.as_ref().map_or(f64::NAN, |f| ns / op_ns(f));
+    for (id, target) in [("get_by_id", 150.0), ("find_one_email", 400.0)] {
+        if let Some(s) = find(&r.rows, id) {
+            let ns = op_ns(&s);
+            eprintln!(
+                "3. {id:<15} {} per read (p50 of batches {}); target <= {target} ns: {}; {:.1}x a random read, {:.1}x a dependent random read (one miss), {:.2}x std BTreeMap get",
+                fmt_ns(ns),
+                fmt_ns(s.p50_ns),
+                verdict(ns <= target),
+                ratio(ns, &flat),
+                ratio(ns, &dependent),
+                ratio(ns, &btree),
+            );
+        }
+    }
+}
+
+fn summarize_bulk(b: &Bulk) {
+    for id in ["txn1000_sync", "txn1000_none"] {
+        if let Some(s) = find(&b.rows, id) {
+            eprintln!(
+                "4. {id}: {} per transaction (p50 {}, p99 {}), {} documents/s",
+                fmt_ns(s.mean_ns),
+                fmt_ns(s.p50_ns),
+                fmt_ns(s.p99_ns),
+                fmt_rate(TXN_DOCS as f64 * per_s(s.mean_ns))
+            );
+        }
+    }
+}
+
+fn commits_per_s(g: &GroupRow) -> f64 {
+    g.commits as f64 / g.elapsed.as_secs_f64()
+}
+
+fn report_group_commit(groups: &[GroupRow]) {
+    eprintln!("\n== 5. group commit: threads doing Sync commits of one 256 B document ==");
+    eprintln!(
+        "{:>7} {:>9} {:>11} {:>13} {:>13} {:>12} {:>10} {:>10} {:>10}",
+        "threads",
+        "commits",
+        "commits/s",
+        "syncs/commit",
+        "commits/sync",
+        "flushes/cmt",
+        "p50",
+        "p99",
+        "p99.9"
+    );
+    for g in groups {
+        let commits = g.stats.appends.max(1) as f64;
+        let (p50, p99, p999) = g
+            .latency
+            .as_ref()
+            .map_or((f64::NAN, f64::NAN, f64::NAN), |l| {
+                (l.p50_ns, l.p99_ns, l.p999_ns)
+            });
+        eprintln!(
+            "{:>7} {:>9} {:>11} {:>13.3} {:>13.2} {:>12} {:>10} {:>10} {:>10}",
+            g.threads,
+            g.commits,
+            fmt_rate(commits_per_s(g)),
+            g.stats.syncs as f64 / commits,
+            commits / g.stats.syncs.max(1) as f64,
+            g.disk_flushes
+                .map_or_else(|| "-".into(), |f| format!("{:.3}", f as f64 / commits)),
+            fmt_ns(p50),
+            fmt_ns(p99),
+            fmt_ns(p999)
+        );
+    }
+}
+
+fn summarize_group_commit(groups: &[GroupRow]) {
+    let Some(one) = groups.first() else {
+        return;
+    };
+    let base = commits_per_s(one);
+    for g in groups {
+        eprintln!(
+            "5. {} threads: {} ({:.2}x 1 thread), {:.3} fdatasyncs per commit",
+            g.threads,
+            fmt_rate(commits_per_s(g)),
+            commits_per_s(g) / base,
+            g.stats.syncs as f64 / g.stats.appends.max(1) as f64,
+        );
+    }
+}
+
+fn report_memory(rows: &[MemoryRow]) {
+    eprintln!(
+        "\n== 6. memory: resident bytes per document after loading (fresh process per row) =="
+    );
+    eprintln!(
+        "{:<10} {:>9} {:>8} {:>11} {:>11} {:>11} {:>10} {:>10} {:>10} {:>11}",
+        "load",
+        "docs",
+        "archive",
+        "RSS before",
+        "RSS open",
+        "RSS loaded",
+        "RSS/doc",
+        "anon/doc",
+        "file/doc",
+        "load rate"
+    );
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    for m in rows {
+        eprintln!(
+            "{:<10} {:>9} {:>6} B {:>11} {:>11} {:>11} {:>8.0} B {:>8.0} B {:>8.0} B {:>11}",
+            m.kind,
+            m.docs,
+            m.archive_bytes,
+            mib(m.before.total),
+            mib(m.opened.total),
+            mib(m.loaded.total),
+            m.per_doc(|r| r.total),
+            m.per_doc(|r| r.anon),
+            m.per_doc(|r| r.file),
+            fmt_rate(m.docs as f64 / m.load_time.as_secs_f64())
+        );
+    }
+}
