@@ -225,7 +225,9 @@ pub enum ApplyError {
     },
 }
 
-type IndexSet = OrdSet<(Box<[u8]>, u64)>;
+/// `(encoded key, id)`. Keys are `Arc<[u8]>`: copying a tree node on a commit then bumps reference counts instead of
+/// allocating one box per key.
+type IndexSet = OrdSet<(Arc<[u8]>, u64)>;
 
 /// One version of a collection: documents by id, tombstones for conflict detection, and the indexes.
 #[derive(Clone, Debug, Default)]
@@ -287,13 +289,13 @@ impl CollectionVersion {
         end: Bound<Vec<u8>>,
     ) -> impl DoubleEndedIterator<Item = u64> + '_ {
         let lower = match start {
-            Bound::Included(k) => Bound::Included((k.into_boxed_slice(), 0)),
-            Bound::Excluded(k) => Bound::Excluded((k.into_boxed_slice(), u64::MAX)),
+            Bound::Included(k) => Bound::Included((Arc::<[u8]>::from(k), 0)),
+            Bound::Excluded(k) => Bound::Excluded((Arc::<[u8]>::from(k), u64::MAX)),
             Bound::Unbounded => Bound::Unbounded,
         };
         let upper = match end {
-            Bound::Included(k) => Bound::Included((k.into_boxed_slice(), u64::MAX)),
-            Bound::Excluded(k) => Bound::Excluded((k.into_boxed_slice(), 0)),
+            Bound::Included(k) => Bound::Included((Arc::<[u8]>::from(k), u64::MAX)),
+            Bound::Excluded(k) => Bound::Excluded((Arc::<[u8]>::from(k), 0)),
             Bound::Unbounded => Bound::Unbounded,
         };
         self.indexes
@@ -333,7 +335,7 @@ impl CollectionVersion {
             let Some(key) = (def.extract)(&doc.bytes) else {
                 continue;
             };
-            let key = key.into_boxed_slice();
+            let key = Arc::<[u8]>::from(key);
             if def.unique
                 && let Some((_, holder)) =
                     set.range((key.clone(), 0)..=(key.clone(), u64::MAX)).next()
@@ -370,7 +372,7 @@ impl CollectionVersion {
     fn unindex(&mut self, defs: &[IndexDef], id: u64, bytes: &AlignedVec) {
         for (def, set) in defs.iter().zip(&mut self.indexes) {
             if let Some(key) = (def.extract)(bytes) {
-                let removed = set.remove(&(key.into_boxed_slice(), id));
+                let removed = set.remove(&(Arc::<[u8]>::from(key), id));
                 debug_assert!(removed.is_some(), "index {} lacked an entry", def.name);
             }
         }
@@ -403,7 +405,7 @@ impl CollectionVersion {
             let mut expected = IndexSet::new();
             for (id, doc) in &self.docs {
                 if let Some(key) = (def.extract)(&doc.bytes) {
-                    expected.insert((key.into_boxed_slice(), *id));
+                    expected.insert((Arc::<[u8]>::from(key), *id));
                 }
             }
             if &expected != set {
