@@ -402,28 +402,14 @@ impl Database {
         }
         let slot = catalog.slot_for(name);
         let label = type_label::<T>();
-        match &catalog.slots[slot as usize].declared_type {
-            Some(declared) if *declared != label => {
-                return Err(Error::WrongType {
-                    collection: name.into(),
-                    found: declared.clone(),
-                    requested: label,
-                });
-            }
-            Some(_) => {}
-            None => {
-                let declare = encode_raw_op(OP_DECLARE, name, 0, label.as_bytes());
-                let seq = commit.latest.seq.to_le_bytes();
-                let group = self.inner.wal.append_group(
-                    &[(RecordKind::Data, &declare), (RecordKind::Commit, &seq)],
-                    Durability::None,
-                )?;
-                commit.last_sync_end = group.end_lsn;
-                self.inner
-                    .wal
-                    .wait_durable(group.end_lsn, Durability::Sync)?;
-                catalog.slots[slot as usize].declared_type = Some(label);
-            }
+        if let Some(declared) = &catalog.slots[slot as usize].declared_type
+            && *declared != label
+        {
+            return Err(Error::WrongType {
+                collection: name.into(),
+                found: declared.clone(),
+                requested: label,
+            });
         }
         let stored = commit.latest.collection(slot).cloned().unwrap_or_default();
         for (id, doc) in stored.iter_from(Bound::Unbounded) {
@@ -436,6 +422,20 @@ impl Database {
         let indexed = stored
             .with_indexes(&defs)
             .map_err(|e| apply_error(name, e))?;
+        // Declared only once the documents validated and the indexes built, so a refused binding logs nothing.
+        if catalog.slots[slot as usize].declared_type.is_none() {
+            let declare = encode_raw_op(OP_DECLARE, name, 0, label.as_bytes());
+            let seq = commit.latest.seq.to_le_bytes();
+            let group = self.inner.wal.append_group(
+                &[(RecordKind::Data, &declare), (RecordKind::Commit, &seq)],
+                Durability::None,
+            )?;
+            commit.last_sync_end = group.end_lsn;
+            self.inner
+                .wal
+                .wait_durable(group.end_lsn, Durability::Sync)?;
+            catalog.slots[slot as usize].declared_type = Some(label);
+        }
         let mut collections = commit.latest.collections.clone();
         collections.resize_with(collections.len().max(slot as usize + 1), Arc::default);
         collections[slot as usize] = Arc::new(indexed);
