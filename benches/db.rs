@@ -29,17 +29,16 @@ mod common;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use collection_store::wal::{Durability, RecordKind, Wal, WalOptions, WalStats};
 use collection_store::{Collection, Database, Document, Options, Spec as DocSpec};
 use common::{
-    Cfg, DiskFlushes, RECORD_BYTES, Spec, Summary, criterion_test_mode, find, fmt_ns, measure,
-    measure_op, payload, print_table, summarize, zero_filled_file,
+    Cfg, DiskFlushes, FloorVs, GroupRow, RECORD_BYTES, RatioLine, Spec, Summary, Timings,
+    criterion_test_mode, durable_vs_floor, find, fmt_ns, fmt_rate, group_commit, measure,
+    measure_op, op_ns, payload, per_s, print_table, report_group_commit, verdict,
 };
 use criterion::Criterion;
 use rand::rngs::SmallRng;
@@ -47,6 +46,8 @@ use rand::{Rng, SeedableRng};
 use rkyv::{Archive, Serialize};
 
 const GROUP: &str = "db";
+/// Criterion id of the durable commit measured next to its floor.
+const DURABLE_ID: &str = "commit_sync_256";
 /// Documents per transaction in section 4 (and when loading).
 const TXN_DOCS: u64 = 1_000;
 /// Environment of a memory-measuring child process (section 6).
@@ -239,47 +240,6 @@ fn load<G: Gen>(
 // Helpers
 // -------------------------------------------------------------------------------------------------------------
 
-/// Per-operation times of operations timed one by one, and their sum.
-#[derive(Default)]
-struct Timings {
-    ns: Vec<f64>,
-    total: Duration,
-}
-
-impl Timings {
-    fn time<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let t = Instant::now();
-        let r = f();
-        let d = t.elapsed();
-        self.total += d;
-        self.ns.push(d.as_nanos() as f64);
-        r
-    }
-
-    fn len(&self) -> usize {
-        self.ns.len()
-    }
-
-    fn summarize(self, name: &str) -> Option<Summary> {
-        let ops = self.ns.len() as u64;
-        summarize(name, self.ns, 1, ops, self.total)
-    }
-}
-
-fn stats_delta(a: &WalStats, b: &WalStats) -> WalStats {
-    WalStats {
-        appends: b.appends - a.appends,
-        records: b.records - a.records,
-        bytes_appended: b.bytes_appended - a.bytes_appended,
-        sync_requests: b.sync_requests - a.sync_requests,
-        syncs: b.syncs - a.syncs,
-        writes: b.writes - a.writes,
-        bytes_written: b.bytes_written - a.bytes_written,
-        segments_prepared: b.segments_prepared - a.segments_prepared,
-        segments_recycled: b.segments_recycled - a.segments_recycled,
-    }
-}
-
 fn stats_sum(a: &WalStats, b: &WalStats) -> WalStats {
     WalStats {
         appends: a.appends + b.appends,
@@ -305,31 +265,6 @@ fn describe_stats(label: &str, s: &WalStats) {
         s.segments_prepared,
         s.segments_recycled
     );
-}
-
-fn per_s(ns: f64) -> f64 {
-    1e9 / ns
-}
-
-fn fmt_rate(r: f64) -> String {
-    if !r.is_finite() {
-        "-".into()
-    } else if r >= 1e6 {
-        format!("{:.2} M/s", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1} k/s", r / 1e3)
-    } else {
-        format!("{r:.0} /s")
-    }
-}
-
-/// The best per-operation figure for a throughput: criterion's estimate, else our mean.
-fn op_ns(s: &Summary) -> f64 {
-    s.criterion_ns.unwrap_or(s.mean_ns)
-}
-
-fn verdict(met: bool) -> &'static str {
-    if met { "MET" } else { "MISSED" }
 }
 
 /// A database that can be replaced by a fresh, empty one between criterion's calls (untimed), so that inserting
@@ -441,53 +376,26 @@ fn options(durability: Durability, in_memory: bool) -> Options {
 // -------------------------------------------------------------------------------------------------------------
 
 struct Durable {
-    rows: Vec<Summary>,
-    interleaved: Option<(Summary, Summary)>,
+    floor_vs: FloorVs,
     log_bytes_per_commit: f64,
 }
 
 fn bench_durable(c: &mut Criterion, cfg: &Cfg, dir: &Path, disk: Option<&DiskFlushes>) -> Durable {
-    let mut rows = Vec::new();
-    let floor = zero_filled_file(&dir.join("floor.dat"), cfg.file_bytes).expect("floor file");
     let db = Database::open(dir.join("sync1"), options(Durability::Sync, false)).expect("open");
     let users = db.collection("users", user_spec()).expect("collection");
-    let mut off = 0u64;
-    let mut i = 0u64;
-    let mut floor_op = || {
-        i += 1;
-        floor.write_all_at(&payload(i), off).expect("pwrite");
-        floor.sync_data().expect("fdatasync");
-        off = (off + RECORD_BYTES as u64) % cfg.file_bytes;
-    };
     let mut g = UserGen::new();
     let mut key = 0u64;
-    let mut db_op = || {
+    let db_op = || {
         key += 1;
         g.set(key);
         db.insert(&users, g.doc()).expect("commit");
     };
-
-    let spec = Spec::new(GROUP, "floor_pwrite_fdatasync_256", 1, disk);
-    rows.extend(measure_op(c, cfg, &spec, &mut floor_op));
-    let before = db.wal().stats();
-    let spec = Spec::new(GROUP, "commit_sync_256", 1, disk);
-    rows.extend(measure_op(c, cfg, &spec, &mut db_op));
-    let stats = stats_delta(&before, &db.wal().stats());
-    describe_stats("commit_sync_256", &stats);
-
-    // The same two, alternating one operation each, so both see the same noise.
-    let (mut a, mut b) = (Timings::default(), Timings::default());
-    let deadline = Instant::now() + cfg.measurement;
-    while Instant::now() < deadline && a.len() < 200_000 {
-        a.time(&mut floor_op);
-        b.time(&mut db_op);
-    }
-    let interleaved = a
-        .summarize("interleaved/floor_pwrite_fdatasync_256")
-        .zip(b.summarize("interleaved/commit_sync_256"));
+    let spec = Spec::new(GROUP, DURABLE_ID, 1, disk);
+    let floor_vs = durable_vs_floor(c, cfg, dir, &spec, || db.wal().stats(), db_op);
+    let stats = floor_vs.stats;
+    describe_stats(DURABLE_ID, &stats);
     Durable {
-        rows,
-        interleaved,
+        floor_vs,
         log_bytes_per_commit: stats.bytes_appended as f64 / stats.appends.max(1) as f64,
     }
 }
@@ -818,15 +726,6 @@ fn bench_bulk(
 // 5. Group commit
 // -------------------------------------------------------------------------------------------------------------
 
-struct GroupRow {
-    threads: usize,
-    commits: u64,
-    elapsed: Duration,
-    stats: WalStats,
-    disk_flushes: Option<u64>,
-    latency: Option<Summary>,
-}
-
 fn bench_group_commit(
     cfg: &Cfg,
     sizes: &Sizes,
@@ -846,56 +745,22 @@ fn bench_group_commit(
             g.set(9_000_000_000 + k);
             db.insert(&users, g.doc()).expect("commit");
         }
-        let stop = AtomicBool::new(false);
-        let before = db.wal().stats();
-        let flushes_before = disk.and_then(DiskFlushes::read);
-        let start = Instant::now();
-        let latencies: Vec<Vec<f64>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (db, users, stop) = (&db, &users, &stop);
-                    s.spawn(move || {
-                        let mut g = UserGen::new();
-                        let mut lat = Vec::new();
-                        let mut key = t as u64 * 1_000_000_000;
-                        while !stop.load(Ordering::Relaxed) {
-                            key += 1;
-                            g.set(key);
-                            let t0 = Instant::now();
-                            db.insert(users, g.doc()).expect("commit");
-                            lat.push(t0.elapsed().as_nanos() as f64);
-                        }
-                        lat
-                    })
-                })
-                .collect();
-            std::thread::sleep(sizes.group_commit_time);
-            stop.store(true, Ordering::Relaxed);
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("thread"))
-                .collect()
-        });
-        let elapsed = start.elapsed();
-        let flushes_after = disk.and_then(DiskFlushes::read);
-        let stats = stats_delta(&before, &db.wal().stats());
-        let all: Vec<f64> = latencies.into_iter().flatten().collect();
-        let commits = all.len() as u64;
-        let total = Duration::from_nanos(all.iter().sum::<f64>() as u64);
-        out.push(GroupRow {
+        let (db, users) = (&db, &users);
+        out.push(group_commit(
             threads,
-            commits,
-            elapsed,
-            stats,
-            disk_flushes: flushes_before.zip(flushes_after).map(|(a, b)| b - a),
-            latency: summarize(
-                &format!("group_commit/{threads}_threads"),
-                all,
-                1,
-                commits,
-                total,
-            ),
-        });
+            sizes.group_commit_time,
+            disk,
+            || db.wal().stats(),
+            |t| {
+                let mut g = UserGen::new();
+                let mut key = t as u64 * 1_000_000_000;
+                move |lat: &mut Timings| {
+                    key += 1;
+                    g.set(key);
+                    lat.time(|| db.insert(users, g.doc()).expect("commit"));
+                }
+            },
+        ));
     }
     out
 }
@@ -1093,12 +958,10 @@ fn main() {
     }
 
     if let Some(d) = &durable {
-        let mut rows = d.rows.clone();
-        if let Some((x, y)) = &d.interleaved {
-            rows.push(x.clone());
-            rows.push(y.clone());
-        }
-        print_table("1. durable commit of one 256 B document, one writer", &rows);
+        print_table(
+            "1. durable commit of one 256 B document, one writer",
+            &d.floor_vs.table_rows(),
+        );
     }
     if let Some(nd) = &non_durable {
         print_table(
@@ -1125,7 +988,11 @@ fn main() {
         );
     }
     if !groups.is_empty() {
-        report_group_commit(&groups);
+        report_group_commit(
+            "5. group commit: threads doing Sync commits of one 256 B document",
+            [9, 11, 13, 13, 12],
+            &groups,
+        );
     }
     if !memory.is_empty() {
         report_memory(&memory);
@@ -1158,30 +1025,14 @@ fn main() {
     }
 }
 
-/// The commit's percentiles over the floor's, and the verdict on p50.
-fn print_durable_ratio(what: &str, floor: &Summary, db: &Summary, extra: &str) {
-    let r = db.p50_ns / floor.p50_ns;
-    eprintln!(
-        "1. {what} p50: db {} / floor {} = {:.3} (p99 {:.3}, p99.9 {:.3}{extra}); target <= 1.2: {}",
-        fmt_ns(db.p50_ns),
-        fmt_ns(floor.p50_ns),
-        r,
-        db.p99_ns / floor.p99_ns,
-        db.p999_ns / floor.p999_ns,
-        verdict(r <= 1.2)
-    );
-}
-
 fn summarize_durable(d: &Durable) {
-    if let (Some(f), Some(w)) = (
-        find(&d.rows, "floor_pwrite_fdatasync_256"),
-        find(&d.rows, "commit_sync_256"),
-    ) {
-        print_durable_ratio("consecutive", &f, &w, "");
-    }
-    if let Some((f, w)) = &d.interleaved {
-        print_durable_ratio("interleaved", f, w, &format!(", n={}", w.samples));
-    }
+    let line = RatioLine {
+        prefix: "1.",
+        subject: "db",
+        target: 1.2,
+    };
+    let fv = &d.floor_vs;
+    line.print_all(&fv.rows, fv.interleaved.as_ref(), DURABLE_ID, "consecutive");
     eprintln!(
         "1. a one-document commit logs {:.0} B (DATA + COMMIT records, headers included)",
         d.log_bytes_per_commit
@@ -1261,59 +1112,17 @@ fn summarize_bulk(b: &Bulk) {
     }
 }
 
-fn commits_per_s(g: &GroupRow) -> f64 {
-    g.commits as f64 / g.elapsed.as_secs_f64()
-}
-
-fn report_group_commit(groups: &[GroupRow]) {
-    eprintln!("\n== 5. group commit: threads doing Sync commits of one 256 B document ==");
-    eprintln!(
-        "{:>7} {:>9} {:>11} {:>13} {:>13} {:>12} {:>10} {:>10} {:>10}",
-        "threads",
-        "commits",
-        "commits/s",
-        "syncs/commit",
-        "commits/sync",
-        "flushes/cmt",
-        "p50",
-        "p99",
-        "p99.9"
-    );
-    for g in groups {
-        let commits = g.stats.appends.max(1) as f64;
-        let (p50, p99, p999) = g
-            .latency
-            .as_ref()
-            .map_or((f64::NAN, f64::NAN, f64::NAN), |l| {
-                (l.p50_ns, l.p99_ns, l.p999_ns)
-            });
-        eprintln!(
-            "{:>7} {:>9} {:>11} {:>13.3} {:>13.2} {:>12} {:>10} {:>10} {:>10}",
-            g.threads,
-            g.commits,
-            fmt_rate(commits_per_s(g)),
-            g.stats.syncs as f64 / commits,
-            commits / g.stats.syncs.max(1) as f64,
-            g.disk_flushes
-                .map_or_else(|| "-".into(), |f| format!("{:.3}", f as f64 / commits)),
-            fmt_ns(p50),
-            fmt_ns(p99),
-            fmt_ns(p999)
-        );
-    }
-}
-
 fn summarize_group_commit(groups: &[GroupRow]) {
     let Some(one) = groups.first() else {
         return;
     };
-    let base = commits_per_s(one);
+    let base = one.commits_per_s();
     for g in groups {
         eprintln!(
             "5. {} threads: {} ({:.2}x 1 thread), {:.3} fdatasyncs per commit",
             g.threads,
-            fmt_rate(commits_per_s(g)),
-            commits_per_s(g) / base,
+            fmt_rate(g.commits_per_s()),
+            g.commits_per_s() / base,
             g.stats.syncs as f64 / g.stats.appends.max(1) as f64,
         );
     }

@@ -17,14 +17,14 @@ use std::fs::File;
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use collection_store::wal::{Durability, RecordKind, Wal, WalOptions, WalStats};
 use common::{
-    Cfg, DiskFlushes, RECORD_BYTES, Spec, Summary, criterion_estimate_ns, criterion_test_mode,
-    find, fmt_ns, measure, measure_op, payload, percentile, print_table, summarize,
-    zero_filled_file,
+    Cfg, DiskFlushes, FloorVs, GroupRow, RECORD_BYTES, RatioLine, Spec, Summary, Timings,
+    criterion_estimate_ns, criterion_test_mode, durable_vs_floor, find, fmt_ns, fmt_rate,
+    group_commit, measure, measure_op, op_ns, payload, per_s, percentile, print_table,
+    report_group_commit, stats_delta, verdict, zero_filled_file,
 };
 use criterion::{Criterion, SamplingMode};
 
@@ -33,6 +33,8 @@ const GROUP: &str = "wal";
 const SPAN_BYTES: f64 = 288.0;
 /// Chunk of the sequential-write floor.
 const SEQ_CHUNK_BYTES: u64 = 8 << 20;
+/// Criterion id of the durable append measured next to its floor.
+const DURABLE_ID: &str = "append_sync_256";
 
 /// This bench's own sizes, on top of the shared [`Cfg`].
 #[derive(Clone, Copy, Debug)]
@@ -66,51 +68,9 @@ impl Sizes {
     }
 }
 
-/// Per-operation times of operations timed one by one, and their sum.
-#[derive(Default)]
-struct Timings {
-    ns: Vec<f64>,
-    total: Duration,
-}
-
-impl Timings {
-    /// Runs `f`, recording how long it took.
-    fn time<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        let t = Instant::now();
-        let r = f();
-        let d = t.elapsed();
-        self.total += d;
-        self.ns.push(d.as_nanos() as f64);
-        r
-    }
-
-    fn len(&self) -> usize {
-        self.ns.len()
-    }
-
-    fn summarize(self, name: &str) -> Option<Summary> {
-        let ops = self.ns.len() as u64;
-        summarize(name, self.ns, 1, ops, self.total)
-    }
-}
-
 // -------------------------------------------------------------------------------------------------------------
 // The WAL
 // -------------------------------------------------------------------------------------------------------------
-
-fn stats_delta(a: &WalStats, b: &WalStats) -> WalStats {
-    WalStats {
-        appends: b.appends - a.appends,
-        records: b.records - a.records,
-        bytes_appended: b.bytes_appended - a.bytes_appended,
-        sync_requests: b.sync_requests - a.sync_requests,
-        syncs: b.syncs - a.syncs,
-        writes: b.writes - a.writes,
-        bytes_written: b.bytes_written - a.bytes_written,
-        segments_prepared: b.segments_prepared - a.segments_prepared,
-        segments_recycled: b.segments_recycled - a.segments_recycled,
-    }
-}
 
 fn describe_stats(label: &str, s: &WalStats) {
     eprintln!(
@@ -122,28 +82,6 @@ fn describe_stats(label: &str, s: &WalStats) {
         s.segments_prepared,
         s.segments_recycled
     );
-}
-
-/// Per-second rate from a per-operation time in ns.
-fn per_s(ns: f64) -> f64 {
-    1e9 / ns
-}
-
-fn fmt_rate(r: f64) -> String {
-    if !r.is_finite() {
-        "-".into()
-    } else if r >= 1e6 {
-        format!("{:.2} M/s", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1} k/s", r / 1e3)
-    } else {
-        format!("{r:.0} /s")
-    }
-}
-
-/// The best per-operation figure for a throughput: criterion's estimate, else our mean.
-fn op_ns(s: &Summary) -> f64 {
-    s.criterion_ns.unwrap_or(s.mean_ns)
 }
 
 // (a) ---------------------------------------------------------------------------------------------------------
@@ -281,65 +219,26 @@ fn bench_non_durable(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> NonDurable {
 
 // (b) ---------------------------------------------------------------------------------------------------------
 
-struct DurableSingle {
-    rows: Vec<Summary>,
-    interleaved: Option<(Summary, Summary)>,
-}
-
 fn bench_durable_single(
     c: &mut Criterion,
     cfg: &Cfg,
     dir: &Path,
     disk: Option<&DiskFlushes>,
-) -> DurableSingle {
-    let mut rows = Vec::new();
-    let floor = zero_filled_file(&dir.join("floor.dat"), cfg.file_bytes).expect("floor file");
+) -> FloorVs {
     let (wal, _) = Wal::open(dir.join("sync"), WalOptions::default()).expect("open");
-    let mut off = 0u64;
-    let mut i = 0u64;
-    let mut floor_op = || {
-        i += 1;
-        floor.write_all_at(&payload(i), off).expect("pwrite");
-        floor.sync_data().expect("fdatasync");
-        off = (off + RECORD_BYTES as u64) % cfg.file_bytes;
-    };
     let mut j = 0u64;
-    let mut wal_op = || {
+    let wal_op = || {
         j += 1;
         wal.append(RecordKind::Data, &payload(j), Durability::Sync)
             .expect("append");
     };
-
-    let spec = Spec::new(GROUP, "floor_pwrite_fdatasync_256", 1, disk);
-    rows.extend(measure_op(c, cfg, &spec, &mut floor_op));
-    let before = wal.stats();
-    let spec = Spec::new(GROUP, "append_sync_256", 1, disk);
-    rows.extend(measure_op(c, cfg, &spec, &mut wal_op));
-    describe_stats("append_sync_256", &stats_delta(&before, &wal.stats()));
-
-    // The same two, alternating one operation each, so both see the same noise.
-    let (mut a, mut b) = (Timings::default(), Timings::default());
-    let deadline = Instant::now() + cfg.measurement;
-    while Instant::now() < deadline && a.len() < 200_000 {
-        a.time(&mut floor_op);
-        b.time(&mut wal_op);
-    }
-    let interleaved = a
-        .summarize("interleaved/floor_pwrite_fdatasync_256")
-        .zip(b.summarize("interleaved/append_sync_256"));
-    DurableSingle { rows, interleaved }
+    let spec = Spec::new(GROUP, DURABLE_ID, 1, disk);
+    let ds = durable_vs_floor(c, cfg, dir, &spec, || wal.stats(), wal_op);
+    describe_stats(DURABLE_ID, &ds.stats);
+    ds
 }
 
 // (c) ---------------------------------------------------------------------------------------------------------
-
-struct GroupRow {
-    threads: usize,
-    commits: u64,
-    elapsed: Duration,
-    stats: WalStats,
-    disk_flushes: Option<u64>,
-    latency: Option<Summary>,
-}
 
 fn bench_group_commit(
     cfg: &Cfg,
@@ -355,54 +254,22 @@ fn bench_group_commit(
             wal.append(RecordKind::Data, &payload(k), Durability::Sync)
                 .expect("append");
         }
-        let stop = AtomicBool::new(false);
-        let before = wal.stats();
-        let flushes_before = disk.and_then(DiskFlushes::read);
-        let start = Instant::now();
-        let latencies: Vec<Vec<f64>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (wal, stop) = (&wal, &stop);
-                    s.spawn(move || {
-                        let rec = payload(t as u64);
-                        let mut lat = Vec::new();
-                        while !stop.load(Ordering::Relaxed) {
-                            let t0 = Instant::now();
-                            wal.append(RecordKind::Data, &rec, Durability::Sync)
-                                .expect("append");
-                            lat.push(t0.elapsed().as_nanos() as f64);
-                        }
-                        lat
-                    })
-                })
-                .collect();
-            std::thread::sleep(sizes.group_commit_time);
-            stop.store(true, Ordering::Relaxed);
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("thread"))
-                .collect()
-        });
-        let elapsed = start.elapsed();
-        let flushes_after = disk.and_then(DiskFlushes::read);
-        let stats = stats_delta(&before, &wal.stats());
-        let all: Vec<f64> = latencies.into_iter().flatten().collect();
-        let commits = all.len() as u64;
-        let total = Duration::from_nanos(all.iter().sum::<f64>() as u64);
-        out.push(GroupRow {
+        let wal = &wal;
+        out.push(group_commit(
             threads,
-            commits,
-            elapsed,
-            stats,
-            disk_flushes: flushes_before.zip(flushes_after).map(|(a, b)| b - a),
-            latency: summarize(
-                &format!("group_commit/{threads}_threads"),
-                all,
-                1,
-                commits,
-                total,
-            ),
-        });
+            sizes.group_commit_time,
+            disk,
+            || wal.stats(),
+            |t| {
+                let rec = payload(t as u64);
+                move |lat: &mut Timings| {
+                    lat.time(|| {
+                        wal.append(RecordKind::Data, &rec, Durability::Sync)
+                            .expect("append")
+                    });
+                }
+            },
+        ));
     }
     out
 }
@@ -529,10 +396,6 @@ fn bench_recovery(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) -> Re
 // Report
 // -------------------------------------------------------------------------------------------------------------
 
-fn verdict(met: bool) -> &'static str {
-    if met { "MET" } else { "MISSED" }
-}
-
 fn main() {
     let cfg = Cfg::from_env();
     let sizes = Sizes::for_run(&cfg);
@@ -558,9 +421,10 @@ fn main() {
     let ds = if want('b') {
         bench_durable_single(&mut c, &cfg, dir.path(), disk.as_ref())
     } else {
-        DurableSingle {
+        FloorVs {
             rows: Vec::new(),
             interleaved: None,
+            stats: WalStats::default(),
         }
     };
     let groups = if want('c') && !test_mode {
@@ -577,16 +441,16 @@ fn main() {
     if !nd.rows.is_empty() {
         print_table("(a) non-durable append, one thread, 256 B", &nd.rows);
     }
-    let mut b_rows = ds.rows.clone();
-    if let Some((x, y)) = &ds.interleaved {
-        b_rows.push(x.clone());
-        b_rows.push(y.clone());
-    }
+    let b_rows = ds.table_rows();
     if !b_rows.is_empty() {
         print_table("(b) durable append, one thread, 256 B", &b_rows);
     }
     if !groups.is_empty() {
-        report_group_commit(&groups);
+        report_group_commit(
+            "(c) group commit: threads doing Sync appends of 256 B",
+            [10, 12, 13, 14, 13],
+            &groups,
+        );
     }
     if let Some(rec) = &rec {
         report_recovery(rec);
@@ -600,48 +464,6 @@ fn main() {
     summarize_group_commit(&groups);
     if let Some(rec) = &rec {
         summarize_recovery(rec);
-    }
-}
-
-fn commits_per_s(g: &GroupRow) -> f64 {
-    g.commits as f64 / g.elapsed.as_secs_f64()
-}
-
-fn report_group_commit(groups: &[GroupRow]) {
-    eprintln!("\n== (c) group commit: threads doing Sync appends of 256 B ==");
-    eprintln!(
-        "{:>7} {:>10} {:>12} {:>13} {:>14} {:>13} {:>10} {:>10} {:>10}",
-        "threads",
-        "commits",
-        "commits/s",
-        "syncs/commit",
-        "commits/sync",
-        "flushes/cmt",
-        "p50",
-        "p99",
-        "p99.9"
-    );
-    for g in groups {
-        let appends = g.stats.appends.max(1) as f64;
-        let (p50, p99, p999) = g
-            .latency
-            .as_ref()
-            .map_or((f64::NAN, f64::NAN, f64::NAN), |l| {
-                (l.p50_ns, l.p99_ns, l.p999_ns)
-            });
-        eprintln!(
-            "{:>7} {:>10} {:>12} {:>13.3} {:>14.2} {:>13} {:>10} {:>10} {:>10}",
-            g.threads,
-            g.commits,
-            fmt_rate(commits_per_s(g)),
-            g.stats.syncs as f64 / appends,
-            appends / g.stats.syncs.max(1) as f64,
-            g.disk_flushes
-                .map_or_else(|| "-".into(), |f| format!("{:.3}", f as f64 / appends)),
-            fmt_ns(p50),
-            fmt_ns(p99),
-            fmt_ns(p999)
-        );
     }
 }
 
@@ -723,43 +545,26 @@ fn summarize_non_durable(nd: &NonDurable) {
     }
 }
 
-fn summarize_durable(ds: &DurableSingle) {
-    if let (Some(f), Some(w)) = (
-        find(&ds.rows, "floor_pwrite_fdatasync_256"),
-        find(&ds.rows, "append_sync_256"),
-    ) {
-        print_durable_ratio("durable", &f, &w, "");
-    }
-    if let Some((f, w)) = &ds.interleaved {
-        print_durable_ratio("interleaved", f, w, &format!(", n={}", w.samples));
-    }
-}
-
-/// The durable append's percentiles over the floor's, and the verdict on p50; `extra` goes after p99.9.
-fn print_durable_ratio(what: &str, floor: &Summary, wal: &Summary, extra: &str) {
-    let r = wal.p50_ns / floor.p50_ns;
-    eprintln!(
-        "(b) {what} p50: wal {} / floor {} = {:.3} (p99 {:.3}, p99.9 {:.3}{extra}); target <= 1.15: {}",
-        fmt_ns(wal.p50_ns),
-        fmt_ns(floor.p50_ns),
-        r,
-        wal.p99_ns / floor.p99_ns,
-        wal.p999_ns / floor.p999_ns,
-        verdict(r <= 1.15)
-    );
+fn summarize_durable(ds: &FloorVs) {
+    let line = RatioLine {
+        prefix: "(b)",
+        subject: "wal",
+        target: 1.15,
+    };
+    line.print_all(&ds.rows, ds.interleaved.as_ref(), DURABLE_ID, "durable");
 }
 
 fn summarize_group_commit(groups: &[GroupRow]) {
     let Some(one) = groups.first() else {
         return;
     };
-    let base = commits_per_s(one);
+    let base = one.commits_per_s();
     for g in groups {
         eprintln!(
             "(c) {} threads: {} ({:.2}x 1 thread), {:.3} fdatasyncs per commit (ideal with every other thread waiting: {:.3})",
             g.threads,
-            fmt_rate(commits_per_s(g)),
-            commits_per_s(g) / base,
+            fmt_rate(g.commits_per_s()),
+            g.commits_per_s() / base,
             g.stats.syncs as f64 / g.stats.appends.max(1) as f64,
             1.0 / (g.threads.max(2) - 1) as f64
         );

@@ -21,17 +21,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use collection_store::Error;
 use collection_store::wal::{Durability, Wal, WalOptions};
 use common::{
-    Id, PAYLOAD_HEADER_BYTES, Rec, append_group, decode, encode, env_or, group_kind,
+    Id, Kill9, PAYLOAD_HEADER_BYTES, Rec, append_group, decode, encode, env_or, group_kind,
     max_payload_in_group, random_group_len, read_log,
 };
 use rand::rngs::SmallRng;
@@ -42,6 +41,16 @@ const ENV_DIR: &str = "CSTORE_KILL9_CHILD_DIR";
 const ENV_ACKS: &str = "CSTORE_KILL9_CHILD_ACKS";
 const ENV_EPOCH: &str = "CSTORE_KILL9_CHILD_EPOCH";
 const ENV_SEED: &str = "CSTORE_KILL9_CHILD_SEED";
+const KILL9: Kill9 = Kill9 {
+    child_test: CHILD_TEST_NAME,
+    env_dir: ENV_DIR,
+    env_acks: ENV_ACKS,
+    env_epoch: ENV_EPOCH,
+    env_seed: ENV_SEED,
+    what: "log",
+    early_us: 4_000,
+    late_us: 30_000,
+};
 const WRITERS: u8 = 2;
 /// Kills per directory before a fresh one is started (keeps the log, and recovery time, bounded).
 const KILLS_PER_DIRECTORY: usize = 10;
@@ -157,43 +166,6 @@ fn child_process() {
     }
 }
 
-/// Kills the child if the parent fails while it runs.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_child(dir: &Path, acks: &Path, stderr: &Path, epoch: u32, seed: u64) -> ChildGuard {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            CHILD_TEST_NAME,
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ENV_DIR, dir)
-        .env(ENV_ACKS, acks)
-        .env(ENV_EPOCH, epoch.to_string())
-        .env(ENV_SEED, seed.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(stderr).unwrap())
-        .spawn()
-        .unwrap();
-    ChildGuard(child)
-}
-
-/// Complete lines of the acknowledgement file (a torn last line is dropped).
-fn ack_lines(path: &Path) -> Vec<String> {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    complete.lines().map(str::to_owned).collect()
-}
-
 /// Checks the log recovered after killing child `epoch`, given the log before it ran and its acknowledgements.
 fn check_after_kill(before: &[Rec], after: &[Rec], epoch: u32, acks: &[Ack]) -> Result<(), String> {
     if after.len() < before.len() || after[..before.len()] != *before {
@@ -269,23 +241,6 @@ fn check_after_kill(before: &[Rec], after: &[Rec], epoch: u32, acks: &[Ack]) -> 
     Ok(())
 }
 
-fn wait_for_open(child: &mut ChildGuard, acks: &Path, stderr: &Path) {
-    let started = Instant::now();
-    while !ack_lines(acks).iter().any(|l| l == "open") {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            panic!(
-                "child exited ({status}) before opening the log: {}",
-                fs::read_to_string(stderr).unwrap_or_default()
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "child never opened the log"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_record() {
     let iterations: usize = env_or("CSTORE_KILL9_ITERATIONS", 20);
@@ -303,40 +258,31 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
             dir = scratch.path().join(format!("log-{iteration}"));
             before.clear();
         }
-        let acks_path = scratch.path().join(format!("acks-{iteration}"));
-        let stderr_path = scratch.path().join(format!("stderr-{iteration}"));
-        let mut child = spawn_child(&dir, &acks_path, &stderr_path, epoch, seed);
-        if rng.random_bool(0.2) {
-            // Kill it whenever: maybe before it opened the log, maybe in the middle of recovery.
-            std::thread::sleep(Duration::from_micros(rng.random_range(0..4_000)));
-        } else {
-            wait_for_open(&mut child, &acks_path, &stderr_path);
-            if iteration % KILLS_PER_DIRECTORY == 0 {
-                match Wal::open(&dir, options()) {
-                    Err(Error::Locked { .. }) => locked_checks += 1,
-                    Err(e) => panic!("{context}: a second opener must get Error::Locked, got {e}"),
-                    Ok(_) => panic!("{context}: a second opener got the log the child holds"),
+        let killed = KILL9.run_and_kill(
+            &mut rng,
+            scratch.path(),
+            &dir,
+            iteration,
+            epoch,
+            seed,
+            &context,
+            || {
+                if iteration % KILLS_PER_DIRECTORY == 0 {
+                    match Wal::open(&dir, options()) {
+                        Err(Error::Locked { .. }) => locked_checks += 1,
+                        Err(e) => {
+                            panic!("{context}: a second opener must get Error::Locked, got {e}")
+                        }
+                        Ok(_) => panic!("{context}: a second opener got the log the child holds"),
+                    }
                 }
-            }
-            std::thread::sleep(Duration::from_micros(rng.random_range(0..30_000)));
-        }
-        child.0.kill().unwrap(); // SIGKILL
-        let status = child.0.wait().unwrap();
-        assert!(
-            status.code().is_none(),
-            "{context}: child ended on its own ({status}): {}",
-            fs::read_to_string(&stderr_path).unwrap_or_default()
+            },
+            parse_ack,
         );
-        let lines = ack_lines(&acks_path);
-        if !lines.iter().any(|l| l == "open") {
+        if !killed.opened {
             killed_before_open += 1;
         }
-        let acks: Vec<Ack> = lines.iter().filter_map(|l| parse_ack(l)).collect();
-        assert_eq!(
-            acks.len() + usize::from(!lines.is_empty()),
-            lines.len(),
-            "{context}: unparsable ack line"
-        );
+        let acks = killed.acks;
         if !dir.exists() {
             continue; // killed before it even created the directory
         }

@@ -1,12 +1,19 @@
 //! The harness both benches share (`mod common;` in `benches/wal.rs` and `benches/write_path.rs`): run settings,
 //! per-operation percentiles next to criterion's own estimate, disk cache flush counts, zero-filled floor files and
-//! the report table.
+//! the report table; and, for `benches/wal.rs` and `benches/db.rs`, a durable operation measured next to its
+//! `pwrite` + `fdatasync` floor, group commit runs, rates and verdicts.
+
+// Each bench uses only part of this module.
+#![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use collection_store::wal::WalStats;
 use criterion::{Criterion, SamplingMode};
 
 /// Payload bytes of the records both benches write.
@@ -349,6 +356,308 @@ pub fn print_table(title: &str, rows: &[Summary]) {
             s.ops,
             samples,
             flush
+        );
+    }
+}
+
+/// Per-operation times of operations timed one by one, and their sum.
+#[derive(Default)]
+pub struct Timings {
+    pub ns: Vec<f64>,
+    pub total: Duration,
+}
+
+impl Timings {
+    /// Runs `f`, recording how long it took.
+    pub fn time<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        let t = Instant::now();
+        let r = f();
+        let d = t.elapsed();
+        self.total += d;
+        self.ns.push(d.as_nanos() as f64);
+        r
+    }
+
+    pub fn len(&self) -> usize {
+        self.ns.len()
+    }
+
+    pub fn summarize(self, name: &str) -> Option<Summary> {
+        let ops = self.ns.len() as u64;
+        summarize(name, self.ns, 1, ops, self.total)
+    }
+}
+
+/// What the log did between two readings of its counters.
+pub fn stats_delta(a: &WalStats, b: &WalStats) -> WalStats {
+    WalStats {
+        appends: b.appends - a.appends,
+        records: b.records - a.records,
+        bytes_appended: b.bytes_appended - a.bytes_appended,
+        sync_requests: b.sync_requests - a.sync_requests,
+        syncs: b.syncs - a.syncs,
+        writes: b.writes - a.writes,
+        bytes_written: b.bytes_written - a.bytes_written,
+        segments_prepared: b.segments_prepared - a.segments_prepared,
+        segments_recycled: b.segments_recycled - a.segments_recycled,
+    }
+}
+
+/// Per-second rate from a per-operation time in ns.
+pub fn per_s(ns: f64) -> f64 {
+    1e9 / ns
+}
+
+pub fn fmt_rate(r: f64) -> String {
+    if !r.is_finite() {
+        "-".into()
+    } else if r >= 1e6 {
+        format!("{:.2} M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1} k/s", r / 1e3)
+    } else {
+        format!("{r:.0} /s")
+    }
+}
+
+/// The best per-operation figure for a throughput: criterion's estimate, else our mean.
+pub fn op_ns(s: &Summary) -> f64 {
+    s.criterion_ns.unwrap_or(s.mean_ns)
+}
+
+pub fn verdict(met: bool) -> &'static str {
+    if met { "MET" } else { "MISSED" }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// A durable operation next to its floor
+// -------------------------------------------------------------------------------------------------------------
+
+/// Criterion id of the durable floor: `pwrite` of 256 B + `fdatasync`, into a zero-filled file.
+pub const DURABLE_FLOOR_ID: &str = "floor_pwrite_fdatasync_256";
+
+/// A durable operation and its floor, measured one after the other and then interleaved.
+pub struct FloorVs {
+    /// The floor's row, then the subject's.
+    pub rows: Vec<Summary>,
+    /// The same two, alternating one operation each: (floor, subject).
+    pub interleaved: Option<(Summary, Summary)>,
+    /// What the log did during the subject's (non-interleaved) measurement.
+    pub stats: WalStats,
+}
+
+impl FloorVs {
+    /// The rows, then the interleaved pair: the table to print.
+    pub fn table_rows(&self) -> Vec<Summary> {
+        let mut rows = self.rows.clone();
+        if let Some((x, y)) = &self.interleaved {
+            rows.push(x.clone());
+            rows.push(y.clone());
+        }
+        rows
+    }
+}
+
+/// Measures `subject` (one durable operation per call, named by `spec`) next to the durable floor in a zero-filled
+/// file under `dir`: first each on its own under criterion (counting `spec.disk`'s flushes, and the log's `stats`
+/// around the subject), then both alternating one operation each for the measurement time, so both see the same
+/// noise.
+pub fn durable_vs_floor(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    dir: &Path,
+    spec: &Spec<'_>,
+    stats: impl Fn() -> WalStats,
+    mut subject: impl FnMut(),
+) -> FloorVs {
+    let mut rows = Vec::new();
+    let floor = zero_filled_file(&dir.join("floor.dat"), cfg.file_bytes).expect("floor file");
+    let mut off = 0u64;
+    let mut i = 0u64;
+    let mut floor_op = || {
+        i += 1;
+        floor.write_all_at(&payload(i), off).expect("pwrite");
+        floor.sync_data().expect("fdatasync");
+        off = (off + RECORD_BYTES as u64) % cfg.file_bytes;
+    };
+
+    let floor_spec = Spec::new(spec.group, DURABLE_FLOOR_ID, 1, spec.disk);
+    rows.extend(measure_op(c, cfg, &floor_spec, &mut floor_op));
+    let before = stats();
+    rows.extend(measure_op(c, cfg, spec, &mut subject));
+    let stats = stats_delta(&before, &stats());
+
+    let (mut a, mut b) = (Timings::default(), Timings::default());
+    let deadline = Instant::now() + cfg.measurement;
+    while Instant::now() < deadline && a.len() < 200_000 {
+        a.time(&mut floor_op);
+        b.time(&mut subject);
+    }
+    let interleaved = a
+        .summarize(&format!("interleaved/{DURABLE_FLOOR_ID}"))
+        .zip(b.summarize(&format!("interleaved/{}", spec.id)));
+    FloorVs {
+        rows,
+        interleaved,
+        stats,
+    }
+}
+
+/// How a bench words its durable verdict: line prefix, the subject's short name, the target p50 ratio.
+pub struct RatioLine<'a> {
+    pub prefix: &'a str,
+    pub subject: &'a str,
+    pub target: f64,
+}
+
+impl RatioLine<'_> {
+    /// The subject's percentiles over the floor's, and the verdict on p50; `extra` goes after p99.9.
+    pub fn print(&self, what: &str, floor: &Summary, subject: &Summary, extra: &str) {
+        let r = subject.p50_ns / floor.p50_ns;
+        eprintln!(
+            "{} {what} p50: {} {} / floor {} = {:.3} (p99 {:.3}, p99.9 {:.3}{extra}); target <= {}: {}",
+            self.prefix,
+            self.subject,
+            fmt_ns(subject.p50_ns),
+            fmt_ns(floor.p50_ns),
+            r,
+            subject.p99_ns / floor.p99_ns,
+            subject.p999_ns / floor.p999_ns,
+            self.target,
+            verdict(r <= self.target)
+        );
+    }
+
+    /// The verdict lines of a [`FloorVs`] whose subject is `id`: `consecutive` names the first line.
+    pub fn print_all(
+        &self,
+        rows: &[Summary],
+        interleaved: Option<&(Summary, Summary)>,
+        id: &str,
+        consecutive: &str,
+    ) {
+        if let (Some(f), Some(s)) = (find(rows, DURABLE_FLOOR_ID), find(rows, id)) {
+            self.print(consecutive, &f, &s, "");
+        }
+        if let Some((f, s)) = interleaved {
+            self.print("interleaved", f, s, &format!(", n={}", s.samples));
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
+// Group commit
+// -------------------------------------------------------------------------------------------------------------
+
+/// One group commit run: `threads` threads committing for a fixed time.
+pub struct GroupRow {
+    pub threads: usize,
+    pub commits: u64,
+    pub elapsed: Duration,
+    pub stats: WalStats,
+    pub disk_flushes: Option<u64>,
+    pub latency: Option<Summary>,
+}
+
+impl GroupRow {
+    pub fn commits_per_s(&self) -> f64 {
+        self.commits as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Runs `threads` threads for `run_for`, each calling its own `make(thread)` in a loop until told to stop; the
+/// call times its durable commit with the `Timings` it is given (and leaves whatever it prepares untimed).
+pub fn group_commit<F: FnMut(&mut Timings)>(
+    threads: usize,
+    run_for: Duration,
+    disk: Option<&DiskFlushes>,
+    stats: impl Fn() -> WalStats,
+    make: impl Fn(usize) -> F + Sync,
+) -> GroupRow {
+    let stop = AtomicBool::new(false);
+    let before = stats();
+    let flushes_before = disk.and_then(DiskFlushes::read);
+    let start = Instant::now();
+    let latencies: Vec<Vec<f64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (make, stop) = (&make, &stop);
+                s.spawn(move || {
+                    let mut commit = make(t);
+                    let mut lat = Timings::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        commit(&mut lat);
+                    }
+                    lat.ns
+                })
+            })
+            .collect();
+        std::thread::sleep(run_for);
+        stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    let flushes_after = disk.and_then(DiskFlushes::read);
+    let stats = stats_delta(&before, &stats());
+    let all: Vec<f64> = latencies.into_iter().flatten().collect();
+    let commits = all.len() as u64;
+    let total = Duration::from_nanos(all.iter().sum::<f64>() as u64);
+    GroupRow {
+        threads,
+        commits,
+        elapsed,
+        stats,
+        disk_flushes: flushes_before.zip(flushes_after).map(|(a, b)| b - a),
+        latency: summarize(
+            &format!("group_commit/{threads}_threads"),
+            all,
+            1,
+            commits,
+            total,
+        ),
+    }
+}
+
+/// The group commit table under `title`; `widths` are those of the columns commits, commits/s, syncs/commit,
+/// commits/sync and flushes/cmt.
+pub fn report_group_commit(title: &str, widths: [usize; 5], groups: &[GroupRow]) {
+    let [w_commits, w_rate, w_syncs, w_per_sync, w_flushes] = widths;
+    eprintln!("\n== {title} ==");
+    eprintln!(
+        "{:>7} {:>w_commits$} {:>w_rate$} {:>w_syncs$} {:>w_per_sync$} {:>w_flushes$} {:>10} {:>10} {:>10}",
+        "threads",
+        "commits",
+        "commits/s",
+        "syncs/commit",
+        "commits/sync",
+        "flushes/cmt",
+        "p50",
+        "p99",
+        "p99.9"
+    );
+    for g in groups {
+        let commits = g.stats.appends.max(1) as f64;
+        let (p50, p99, p999) = g
+            .latency
+            .as_ref()
+            .map_or((f64::NAN, f64::NAN, f64::NAN), |l| {
+                (l.p50_ns, l.p99_ns, l.p999_ns)
+            });
+        eprintln!(
+            "{:>7} {:>w_commits$} {:>w_rate$} {:>w_syncs$.3} {:>w_per_sync$.2} {:>w_flushes$} {:>10} {:>10} {:>10}",
+            g.threads,
+            g.commits,
+            fmt_rate(g.commits_per_s()),
+            g.stats.syncs as f64 / commits,
+            commits / g.stats.syncs.max(1) as f64,
+            g.disk_flushes
+                .map_or_else(|| "-".into(), |f| format!("{:.3}", f as f64 / commits)),
+            fmt_ns(p50),
+            fmt_ns(p99),
+            fmt_ns(p999)
         );
     }
 }

@@ -5,7 +5,11 @@
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
 
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
 use collection_store::Error;
 use collection_store::wal::format::{
@@ -281,5 +285,142 @@ pub fn seal_segment(seg: &mut [u8], offset: u64, base: u64, salt: u64) {
     if size - offset >= RECORD_HEADER_BYTES {
         let at = offset as usize;
         seg[at..at + 32].copy_from_slice(&encode_pad_header(base + offset, salt, size - offset));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// kill -9: a child process (the test binary re-executed into one test) killed at a random moment
+// ---------------------------------------------------------------------------------------------------------------
+
+/// How a kill -9 test re-executes itself as a child: the child test's name, the environment variables that hand it
+/// its directory, acknowledgement file, epoch and seed, what it opens (for messages), and the bounds of the random
+/// wait before the kill, in µs: `early_us` when killed whenever, `late_us` once it has opened what it opens.
+pub struct Kill9 {
+    pub child_test: &'static str,
+    pub env_dir: &'static str,
+    pub env_acks: &'static str,
+    pub env_epoch: &'static str,
+    pub env_seed: &'static str,
+    pub what: &'static str,
+    pub early_us: u64,
+    pub late_us: u64,
+}
+
+/// Kills the child if the parent fails while it runs.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Complete lines of the acknowledgement file (a torn last line is dropped).
+pub fn ack_lines(path: &Path) -> Vec<String> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete.lines().map(str::to_owned).collect()
+}
+
+/// What one killed child left: its acknowledgements, parsed, and whether it got to open.
+pub struct Killed<A> {
+    pub acks: Vec<A>,
+    pub opened: bool,
+}
+
+impl Kill9 {
+    pub fn spawn_child(
+        &self,
+        dir: &Path,
+        acks: &Path,
+        stderr: &Path,
+        epoch: u32,
+        seed: u64,
+    ) -> ChildGuard {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                self.child_test,
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(self.env_dir, dir)
+            .env(self.env_acks, acks)
+            .env(self.env_epoch, epoch.to_string())
+            .env(self.env_seed, seed.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(stderr).unwrap())
+            .spawn()
+            .unwrap();
+        ChildGuard(child)
+    }
+
+    /// Waits until the child acknowledges `open`; panics if it exits first or takes two minutes.
+    pub fn wait_for_open(&self, child: &mut ChildGuard, acks: &Path, stderr: &Path) {
+        let started = Instant::now();
+        while !ack_lines(acks).iter().any(|l| l == "open") {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                panic!(
+                    "child exited ({status}) before opening the {}: {}",
+                    self.what,
+                    fs::read_to_string(stderr).unwrap_or_default()
+                );
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "child never opened the {}",
+                self.what
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Runs child `epoch` on `dir` (files named after `iteration` in `scratch`) and kills it with SIGKILL at a
+    /// random moment: one time in five whenever, else after it opened (then `once_open` runs, e.g. a lock check).
+    /// Asserts it was killed, not ended on its own, and that every acknowledgement line parses.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_and_kill<A>(
+        &self,
+        rng: &mut impl Rng,
+        scratch: &Path,
+        dir: &Path,
+        iteration: usize,
+        epoch: u32,
+        seed: u64,
+        context: &str,
+        once_open: impl FnOnce(),
+        parse_ack: impl Fn(&str) -> Option<A>,
+    ) -> Killed<A> {
+        let acks_path = scratch.join(format!("acks-{iteration}"));
+        let stderr_path = scratch.join(format!("stderr-{iteration}"));
+        let mut child = self.spawn_child(dir, &acks_path, &stderr_path, epoch, seed);
+        if rng.random_bool(0.2) {
+            // Kill it whenever: maybe before it opened, maybe in the middle of recovery.
+            std::thread::sleep(Duration::from_micros(rng.random_range(0..self.early_us)));
+        } else {
+            self.wait_for_open(&mut child, &acks_path, &stderr_path);
+            once_open();
+            std::thread::sleep(Duration::from_micros(rng.random_range(0..self.late_us)));
+        }
+        child.0.kill().unwrap(); // SIGKILL
+        let status = child.0.wait().unwrap();
+        assert!(
+            status.code().is_none(),
+            "{context}: child ended on its own ({status}): {}",
+            fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+        let lines = ack_lines(&acks_path);
+        let acks: Vec<A> = lines.iter().filter_map(|l| parse_ack(l)).collect();
+        assert_eq!(
+            acks.len() + usize::from(!lines.is_empty()),
+            lines.len(),
+            "{context}: unparsable ack line"
+        );
+        Killed {
+            acks,
+            opened: lines.iter().any(|l| l == "open"),
+        }
     }
 }
