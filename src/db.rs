@@ -476,7 +476,7 @@ impl Database {
     /// [`Database::decision`] says).
     ///
     /// # Errors
-    /// [`Error::InvalidLsn`]-free: [`Error::NotFound`] if no such transaction is in doubt; log errors.
+    /// [`Error::NotFound`] if no such transaction is in doubt; log errors.
     pub fn resolve_in_doubt(&self, txid: u64, commit: bool) -> Result<()> {
         let mut state = self.inner.commit.lock();
         let mut in_doubt = self.inner.in_doubt.lock();
