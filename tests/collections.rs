@@ -21,6 +21,19 @@ fn user(name: &str, age: u32, team: Option<&str>) -> User {
     }
 }
 
+/// A database that touches no disk.
+fn in_memory(durability: Durability) -> Database {
+    Database::open(
+        "",
+        Options {
+            in_memory: true,
+            durability,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+}
+
 fn spec() -> Spec<User> {
     Spec::new()
         .unique("email", |u: &ArchivedUser| u.email.to_string())
@@ -100,14 +113,7 @@ fn crud_indexes_and_reopen() {
 
 #[test]
 fn unique_violation_names_index_and_key_and_writes_nothing() {
-    let db = Database::open(
-        "",
-        Options {
-            in_memory: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = in_memory(Durability::Sync);
     let users = db.collection("users", spec()).unwrap();
     db.insert(&users, &user("ann", 30, None)).unwrap();
     let mut tx = db.begin();
@@ -125,14 +131,7 @@ fn unique_violation_names_index_and_key_and_writes_nothing() {
 
 #[test]
 fn first_committer_wins() {
-    let db = Database::open(
-        "",
-        Options {
-            in_memory: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = in_memory(Durability::Sync);
     let users = db.collection("users", spec()).unwrap();
     let id = db.insert(&users, &user("ann", 30, None)).unwrap();
     let mut a = db.begin();
@@ -146,14 +145,7 @@ fn first_committer_wins() {
 
 #[test]
 fn savepoints_roll_back_part_of_a_transaction() {
-    let db = Database::open(
-        "",
-        Options {
-            in_memory: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = in_memory(Durability::Sync);
     let users = db.collection("users", spec()).unwrap();
     let mut tx = db.begin();
     let a = tx.insert(&users, &user("ann", 30, None)).unwrap();
@@ -169,15 +161,7 @@ fn savepoints_roll_back_part_of_a_transaction() {
 
 #[test]
 fn readers_keep_their_snapshot() {
-    let db = Database::open(
-        "",
-        Options {
-            in_memory: true,
-            durability: Durability::None,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = in_memory(Durability::None);
     let users = db.collection("users", spec()).unwrap();
     let id = db.insert(&users, &user("ann", 30, None)).unwrap();
     let before = db.read();
@@ -223,14 +207,7 @@ fn bad_input_gets_typed_errors() {
         Database::open(dir.path(), Options::default()),
         Err(Error::Locked { .. })
     ));
-    let other = Database::open(
-        "",
-        Options {
-            in_memory: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let other = in_memory(Durability::Sync);
     let foreign = other.collection("users", spec()).unwrap();
     assert!(matches!(
         tx.insert(&foreign, &user("a", 1, None)),
@@ -258,15 +235,7 @@ fn reopened_collection_with_another_type_is_refused() {
 
 #[test]
 fn listeners_receive_committed_changes_in_commit_order() {
-    let db = Database::open(
-        "",
-        Options {
-            in_memory: true,
-            durability: Durability::None,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = in_memory(Durability::None);
     let users = db.collection("users", spec()).unwrap();
     let early = db.insert(&users, &user("early", 1, None)).unwrap();
     let changes = db.subscribe(&users).unwrap();
@@ -327,14 +296,7 @@ fn dropping_the_database_releases_the_directory_even_with_handles_alive() {
 /// failed with a spurious unique violation.
 #[test]
 fn a_transaction_can_swap_unique_keys_between_its_documents() {
-    let db = Database::open(
-        "",
-        Options {
-            in_memory: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = in_memory(Durability::Sync);
     let users = db.collection("users", spec()).unwrap();
     let a = db.insert(&users, &user("ann", 30, None)).unwrap();
     let b = db.insert(&users, &user("bob", 31, None)).unwrap();
@@ -384,22 +346,8 @@ fn a_handle_of_another_database_reads_nothing_there() {
     struct Other {
         x: u64,
     }
-    let db1 = Database::open(
-        "",
-        Options {
-            in_memory: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    let db2 = Database::open(
-        "",
-        Options {
-            in_memory: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db1 = in_memory(Durability::Sync);
+    let db2 = in_memory(Durability::Sync);
     let users = db1.collection("users", spec()).unwrap();
     let others = db2.collection("others", Spec::<Other>::new()).unwrap();
     let id = db2.insert(&others, &Other { x: 7 }).unwrap();
