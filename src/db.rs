@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use rkyv::util::AlignedVec;
 
 use crate::collection::{
-    self, ApplyError, CollectionVersion, Doc, Document, IndexDef, IndexKey, PrimaryKeyFn, Spec,
+    self, ApplyError, Document, IndexDef, IndexKey, PrimaryKeyFn, Spec, Store, View, Write,
 };
 use crate::error::{Error, Result};
 use crate::txn::{Op, Participant, Transaction, Vote};
@@ -65,11 +65,59 @@ pub struct CommitInfo {
     pub participant_failures: Vec<(String, String)>,
 }
 
-/// One version of the whole database: every collection's version, by slot.
+/// The sequence numbers of the live [`DbVersion`]s (every snapshot, transaction and the published and newest
+/// versions hold one): the lowest is the horizon below which superseded versions can be pruned.
 #[derive(Debug, Default)]
+pub(crate) struct Registry {
+    live: Mutex<std::collections::BTreeMap<u64, usize>>,
+}
+
+impl Registry {
+    fn acquire(&self, seq: u64) {
+        *self.live.lock().entry(seq).or_insert(0) += 1;
+    }
+
+    fn release(&self, seq: u64) {
+        let mut live = self.live.lock();
+        let count = live
+            .get_mut(&seq)
+            .expect("released a sequence number never acquired");
+        *count -= 1;
+        if *count == 0 {
+            live.remove(&seq);
+        }
+    }
+
+    /// The lowest sequence number a live version reads at.
+    fn horizon(&self) -> u64 {
+        self.live.lock().keys().next().copied().unwrap_or(u64::MAX)
+    }
+}
+
+/// A collection in one version of the database: its store (shared by every version since the collection was bound)
+/// and its number of documents at this version.
+#[derive(Clone, Debug)]
+pub(crate) struct CollectionState {
+    store: Arc<Store>,
+    count: usize,
+}
+
+impl CollectionState {
+    fn empty() -> Self {
+        Self {
+            store: Arc::new(Store::new(&[])),
+            count: 0,
+        }
+    }
+}
+
+/// One version of the whole database: a sequence number and every collection's state, by slot. While it lives, its
+/// sequence number is registered, so everything it sees stays readable.
+#[derive(Debug)]
 pub(crate) struct DbVersion {
     pub(crate) seq: u64,
-    pub(crate) collections: Vec<Arc<CollectionVersion>>,
+    collections: Vec<CollectionState>,
+    registry: Arc<Registry>,
 }
 
 impl Versioned for DbVersion {
@@ -78,9 +126,32 @@ impl Versioned for DbVersion {
     }
 }
 
+impl Drop for DbVersion {
+    fn drop(&mut self) {
+        self.registry.release(self.seq);
+    }
+}
+
 impl DbVersion {
-    pub(crate) fn collection(&self, slot: u32) -> Option<&CollectionVersion> {
-        self.collections.get(slot as usize).map(|c| &**c)
+    fn new(seq: u64, collections: Vec<CollectionState>, registry: &Arc<Registry>) -> Self {
+        registry.acquire(seq);
+        Self {
+            seq,
+            collections,
+            registry: Arc::clone(registry),
+        }
+    }
+
+    /// Collection `slot` as this version sees it.
+    pub(crate) fn collection(&self, slot: u32) -> Option<View<'_>> {
+        let state = self.collections.get(slot as usize)?;
+        // SAFETY: `self` registered `self.seq` at construction and releases it only when dropped, which the borrow
+        // of `self` prevents for the view's lifetime.
+        Some(unsafe { View::new(&state.store, self.seq, state.count) })
+    }
+
+    fn store(&self, slot: u32) -> Option<&Store> {
+        self.collections.get(slot as usize).map(|c| &*c.store)
     }
 }
 
@@ -136,6 +207,7 @@ pub(crate) struct Inner {
     pub(crate) wal: Wal,
     pub(crate) options: Options,
     pub(crate) commit: Arc<Mutex<CommitState>>,
+    registry: Arc<Registry>,
     /// Prepared transactions whose decision was not in the log at open (participant role): commits are refused
     /// until they are resolved.
     in_doubt: Mutex<Vec<InDoubt>>,
@@ -325,12 +397,18 @@ impl Database {
             wal.wait_durable(group.end_lsn, Durability::Sync)?;
         }
         replayed.in_doubt = in_doubt;
-        let version = Arc::new(std::mem::take(&mut replayed.version));
+        let registry = Arc::new(Registry::default());
+        let version = Arc::new(DbVersion::new(
+            replayed.seq,
+            std::mem::take(&mut replayed.collections),
+            &registry,
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 id: NEXT_DATABASE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 wal,
                 options,
+                registry,
                 published: Publisher::new(Arc::clone(&version), PendingChanges::default()),
                 commit: Arc::new(Mutex::new(CommitState {
                     latest: version,
@@ -411,17 +489,17 @@ impl Database {
                 requested: label,
             });
         }
-        let stored = commit.latest.collection(slot).cloned().unwrap_or_default();
-        for (id, doc) in stored.iter_from(Bound::Unbounded) {
-            collection::validate::<T>(&doc.bytes).map_err(|e| Error::WrongType {
+        let empty = Store::new(&[]);
+        let stored = commit.latest.store(slot).unwrap_or(&empty);
+        for (id, doc) in stored.latest_docs() {
+            collection::validate::<T>(&doc).map_err(|e| Error::WrongType {
                 collection: name.into(),
                 found: format!("document {id} that does not validate ({e})"),
                 requested: requested.into(),
             })?;
         }
-        let indexed = stored
-            .with_indexes(&defs)
-            .map_err(|e| apply_error(name, e))?;
+        let (indexed, count) = stored.rebuilt(&defs).map_err(|e| apply_error(name, e))?;
+        let next_id = stored.next_id();
         // Declared only once the documents validated and the indexes built, so a refused binding logs nothing.
         if catalog.slots[slot as usize].declared_type.is_none() {
             let declare = encode_raw_op(OP_DECLARE, name, 0, label.as_bytes());
@@ -437,19 +515,26 @@ impl Database {
             catalog.slots[slot as usize].declared_type = Some(label);
         }
         let mut collections = commit.latest.collections.clone();
-        collections.resize_with(collections.len().max(slot as usize + 1), Arc::default);
-        collections[slot as usize] = Arc::new(indexed);
-        let version = Arc::new(DbVersion {
-            seq: commit.latest.seq,
+        collections.resize_with(
+            collections.len().max(slot as usize + 1),
+            CollectionState::empty,
+        );
+        collections[slot as usize] = CollectionState {
+            store: Arc::new(indexed),
+            count,
+        };
+        let version = Arc::new(DbVersion::new(
+            commit.latest.seq,
             collections,
-        });
+            &self.inner.registry,
+        ));
         commit.latest = Arc::clone(&version);
         self.inner.published.replace(version);
         let binding = Binding {
             type_id: TypeId::of::<T>(),
             type_name: requested,
             defs,
-            ids: Arc::new(AtomicU64::new(stored.next_id())),
+            ids: Arc::new(AtomicU64::new(next_id)),
             primary_key: spec
                 .primary_key
                 .map(|f| Arc::new(f) as Arc<dyn std::any::Any + Send + Sync>),
@@ -523,13 +608,10 @@ impl Database {
             });
         }
         drop(catalog);
-        let latest = Arc::clone(&state.latest);
         // Prepared writes were checked at PREPARE and nothing committed since (commits were refused meanwhile).
-        let version = build_version(&latest, &latest, &ops)?;
-        let decision = encode_decision(version.seq, txid);
+        let decision = encode_decision(state.latest.seq + 1, txid);
         let installed = self.inner.log_and_install(
             &mut state,
-            version,
             &[(RecordKind::Commit, &decision)],
             Durability::Sync,
             &ops,
@@ -603,6 +685,20 @@ impl Database {
             .has_listeners
             .store(true, std::sync::atomic::Ordering::Release);
         Ok(rx)
+    }
+
+    /// Superseded document and index-entry versions kept for live snapshots (and transactions) that may still read
+    /// them. They are pruned at the next commit once every snapshot older than the commit that superseded them is
+    /// dropped: a snapshot held for long keeps what changed since it was taken.
+    #[must_use]
+    pub fn retained_versions(&self) -> usize {
+        let state = self.inner.commit.lock();
+        state
+            .latest
+            .collections
+            .iter()
+            .map(|c| c.store.pending_garbage())
+            .sum()
     }
 
     /// A read snapshot of the latest published version. Never blocks, and is never blocked.
@@ -693,16 +789,17 @@ impl Inner {
         // Poisoned (not as a conflict with them), until the database is reopened.
         self.wal.check_poison()?;
         self.check_no_in_doubt()?;
-        let version = build_version(&state.latest, snapshot, ops)?;
+        check_writes(&state.latest, snapshot, ops)?;
+        let seq = state.latest.seq + 1;
         let payloads: Vec<Vec<u8>> = ops.iter().map(encode_op).collect();
         let mut records: Vec<(RecordKind, &[u8])> = payloads
             .iter()
             .map(|p| (RecordKind::Data, p.as_slice()))
             .collect();
         if participants.is_empty() {
-            let seq_bytes = version.seq.to_le_bytes();
+            let seq_bytes = seq.to_le_bytes();
             records.push((RecordKind::Commit, &seq_bytes));
-            let installed = self.log_and_install(&mut state, version, &records, durability, ops)?;
+            let installed = self.log_and_install(&mut state, &records, durability, ops)?;
             drop(state);
             return self.publish_after(installed, durability, Vec::new());
         }
@@ -730,10 +827,9 @@ impl Inner {
                 reason: refusal,
             });
         }
-        let decision = encode_decision(version.seq, txid);
+        let decision = encode_decision(seq, txid);
         let installed = self.log_and_install(
             &mut state,
-            version,
             &[(RecordKind::Commit, &decision)],
             Durability::Sync,
             ops,
@@ -778,11 +874,12 @@ impl Inner {
         self.wal.wait_durable(group.end_lsn, Durability::Os)
     }
 
-    /// Logs `records` (without waiting for durability) and makes `version` the newest committed version.
+    /// Logs `records` (without waiting for durability), then applies `ops` (checked by [`check_writes`]) as the
+    /// next commit and makes its version the newest committed one. Superseded versions that no live snapshot can
+    /// see anymore are pruned first.
     pub(crate) fn log_and_install(
         &self,
         state: &mut CommitState,
-        version: DbVersion,
         records: &[(RecordKind, &[u8])],
         durability: Durability,
         ops: &[Op],
@@ -791,8 +888,13 @@ impl Inner {
         if durability == Durability::Sync {
             state.last_sync_end = group.end_lsn;
         }
-        let seq = version.seq;
-        let version = Arc::new(version);
+        let horizon = self.registry.horizon();
+        for collection in &state.latest.collections {
+            collection.store.collect(horizon);
+        }
+        let seq = state.latest.seq + 1;
+        let collections = apply_writes(&state.latest.collections, ops, seq, true);
+        let version = Arc::new(DbVersion::new(seq, collections, &self.registry));
         state.latest = Arc::clone(&version);
         if self
             .has_listeners
@@ -861,17 +963,11 @@ pub(crate) struct Installed {
     must_be_durable: u64,
 }
 
-/// Checks `ops` (read from `snapshot`) against `latest` (first committer wins on every written document) and
-/// builds the version they produce, unique indexes checked.
-pub(crate) fn build_version(
-    latest: &DbVersion,
-    snapshot: &DbVersion,
-    ops: &[Op],
-) -> Result<DbVersion> {
+/// Checks `ops` (read from `snapshot`) against `latest`: first committer wins on every written document, and unique
+/// indexes hold.
+pub(crate) fn check_writes(latest: &DbVersion, snapshot: &DbVersion, ops: &[Op]) -> Result<()> {
     for op in ops {
-        if let Some(seq) = latest
-            .collection(op.slot)
-            .and_then(|c| c.last_write_seq(op.id))
+        if let Some(seq) = latest.store(op.slot).and_then(|c| c.latest_seq(op.id))
             && seq > snapshot.seq
         {
             return Err(Error::Conflict {
@@ -880,51 +976,62 @@ pub(crate) fn build_version(
             });
         }
     }
-    let seq = latest.seq + 1;
-    let mut collections = latest.collections.clone();
-    // Detach every old document first, then attach the new ones: a transaction may move unique keys between its
-    // own documents. (`ops` holds one write per document.)
-    for op in ops {
-        let slot = op.slot as usize;
-        collections.resize_with(collections.len().max(slot + 1), Arc::default);
-        Arc::make_mut(&mut collections[slot]).detach(&op.defs, op.id);
-    }
-    for op in ops {
-        let version = Arc::make_mut(&mut collections[op.slot as usize]);
-        match &op.doc {
-            Some(bytes) => version
-                .attach(
-                    &op.defs,
-                    op.id,
-                    Doc {
-                        bytes: Arc::clone(bytes),
-                        seq,
-                    },
-                )
-                .map_err(|e| apply_error(&op.name, e))?,
-            None => version.record_removal(op.id, seq),
+    for (slot, writes) in writes_by_slot(ops) {
+        let op = &ops[writes[0].0];
+        let writes: Vec<Write<'_>> = writes.iter().map(|(_, w)| *w).collect();
+        if let Some(store) = latest.store(slot) {
+            store
+                .check_unique(&op.defs, &writes)
+                .map_err(|e| apply_error(&op.name, e))?;
+        } else {
+            Store::new(&op.defs)
+                .check_unique(&op.defs, &writes)
+                .map_err(|e| apply_error(&op.name, e))?;
         }
     }
-    Ok(DbVersion { seq, collections })
+    Ok(())
 }
 
-fn apply_op(
-    collections: &mut Vec<Arc<CollectionVersion>>,
-    slot: usize,
-    defs: &[IndexDef],
-    id: u64,
-    doc: Option<collection::DocBytes>,
-    seq: u64,
-) -> std::result::Result<(), ApplyError> {
-    collections.resize_with(collections.len().max(slot + 1), Arc::default);
-    let version = Arc::make_mut(&mut collections[slot]);
-    match doc {
-        Some(bytes) => version.put(defs, id, Doc { bytes, seq }),
-        None => {
-            version.remove(defs, id, seq);
-            Ok(())
+/// `ops` grouped by collection slot, each write with the position of its op.
+fn writes_by_slot(ops: &[Op]) -> Vec<(u32, Vec<(usize, Write<'_>)>)> {
+    let mut by_slot: Vec<(u32, Vec<(usize, Write<'_>)>)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let write = Write {
+            id: op.id,
+            doc: op.doc.as_ref(),
+        };
+        match by_slot.iter_mut().find(|(slot, _)| *slot == op.slot) {
+            Some((_, writes)) => writes.push((i, write)),
+            None => by_slot.push((op.slot, vec![(i, write)])),
         }
     }
+    by_slot
+}
+
+/// Applies checked `ops` as commit `seq` to the stores of `collections`; returns the collections' new states.
+fn apply_writes(
+    collections: &[CollectionState],
+    ops: &[Op],
+    seq: u64,
+    keep_history: bool,
+) -> Vec<CollectionState> {
+    let mut collections = collections.to_vec();
+    for (slot, writes) in writes_by_slot(ops) {
+        let slot = slot as usize;
+        let defs = &ops[writes[0].0].defs;
+        collections.resize_with(collections.len().max(slot + 1), || CollectionState {
+            store: Arc::new(Store::new(defs)),
+            count: 0,
+        });
+        let writes: Vec<Write<'_>> = writes.iter().map(|(_, w)| *w).collect();
+        let state = &mut collections[slot];
+        let delta = state.store.apply(defs, &writes, seq, keep_history);
+        state.count = state
+            .count
+            .checked_add_signed(delta)
+            .expect("a document count stays in range");
+    }
+    collections
 }
 
 const ROLE_COORDINATOR: u8 = 0;
@@ -993,7 +1100,9 @@ fn decode_op(payload: &[u8]) -> Option<DecodedOp<'_>> {
 
 /// What replaying the log produced.
 struct Replayed {
-    version: DbVersion,
+    /// Sequence number of the last commit.
+    seq: u64,
+    collections: Vec<CollectionState>,
     /// Prepared transactions with no decision in the log.
     in_doubt: Vec<InDoubt>,
     /// 2PC transactions whose COMMIT decision is in the log.
@@ -1017,9 +1126,13 @@ pub struct InDoubt {
 /// a group that ends with PREPARE waits for its decision (a later COMMIT or ABORT record naming it); anything else
 /// is discarded. Collections are untyped (no indexes) until [`Database::collection`] binds them.
 fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<Replayed> {
-    let mut version = DbVersion::default();
+    let mut replayed = Replayed {
+        seq: 0,
+        collections: Vec::new(),
+        in_doubt: Vec::new(),
+        committed_2pc: std::collections::HashSet::new(),
+    };
     let mut prepared: Vec<InDoubt> = Vec::new();
-    let mut committed_2pc = std::collections::HashSet::new();
     let mut group: Vec<crate::wal::Record> = Vec::new();
     for record in wal.iter_from(wal.start_lsn())? {
         let record = record?;
@@ -1033,7 +1146,7 @@ fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<Replayed> {
         match last.kind() {
             RecordKind::Commit if payload.len() == 8 => {
                 let seq = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
-                redo(&mut version, catalog, &group, seq)?;
+                redo(&mut replayed, catalog, &group, seq)?;
             }
             RecordKind::Commit if payload.len() == 16 && group.is_empty() => {
                 let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
@@ -1045,8 +1158,8 @@ fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<Replayed> {
                         corrupt_record(&last, "COMMIT decision for a transaction never prepared")
                     })?;
                 let transaction = prepared.swap_remove(position);
-                redo(&mut version, catalog, &transaction.ops, seq)?;
-                committed_2pc.insert(txid);
+                redo(&mut replayed, catalog, &transaction.ops, seq)?;
+                replayed.committed_2pc.insert(txid);
             }
             RecordKind::Prepare if payload.len() >= 9 => {
                 let txid = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
@@ -1076,29 +1189,36 @@ fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<Replayed> {
         }
         group.clear();
     }
-    Ok(Replayed {
-        version,
-        in_doubt: prepared,
-        committed_2pc,
-    })
+    replayed.in_doubt = prepared;
+    Ok(replayed)
 }
 
-/// Redoes the DATA records of one committed transaction.
+/// Redoes the DATA records of one committed transaction (collections are untyped then: no index).
 fn redo(
-    version: &mut DbVersion,
+    replayed: &mut Replayed,
     catalog: &mut Catalog,
     data: &[crate::wal::Record],
     seq: u64,
 ) -> Result<()> {
+    if let Some(record) = data.first()
+        && seq < replayed.seq
+    {
+        return Err(corrupt_record(
+            record,
+            "commit sequence numbers go backwards",
+        ));
+    }
+    let no_indexes: Arc<[IndexDef]> = Arc::from(Vec::new());
+    let mut ops: Vec<Op> = Vec::with_capacity(data.len());
     for record in data {
         let op = decode_op(record.payload())
             .ok_or_else(|| corrupt_record(record, "malformed DATA payload"))?;
-        let slot = catalog.slot_for(op.name) as usize;
+        let slot = catalog.slot_for(op.name);
         match op.op {
             OP_DECLARE => {
                 let label = std::str::from_utf8(op.body)
                     .map_err(|_| corrupt_record(record, "type label is not UTF-8"))?;
-                catalog.slots[slot].declared_type = Some(label.to_owned());
+                catalog.slots[slot as usize].declared_type = Some(label.to_owned());
             }
             _ => {
                 let doc = (op.op == OP_PUT).then(|| {
@@ -1106,12 +1226,20 @@ fn redo(
                     aligned.extend_from_slice(op.body);
                     Arc::new(aligned)
                 });
-                apply_op(&mut version.collections, slot, &[], op.id, doc, seq)
-                    .map_err(|_| corrupt_record(record, "unindexed write failed"))?;
+                // One write per document and transaction (a log that repeats one: the last counts).
+                ops.retain(|o| (o.slot, o.id) != (slot, op.id));
+                ops.push(Op {
+                    slot,
+                    name: Arc::clone(&catalog.slots[slot as usize].name),
+                    defs: Arc::clone(&no_indexes),
+                    id: op.id,
+                    doc,
+                });
             }
         }
     }
-    version.seq = version.seq.max(seq);
+    replayed.collections = apply_writes(&replayed.collections, &ops, seq, false);
+    replayed.seq = seq;
     Ok(())
 }
 
@@ -1232,7 +1360,7 @@ impl Snapshot {
     }
 
     /// The collection's version here; `None` for a handle of another database (whose slot means nothing here).
-    fn version_of<T: Document>(&self, collection: &Collection<T>) -> Option<&CollectionVersion> {
+    fn version_of<T: Document>(&self, collection: &Collection<T>) -> Option<View<'_>> {
         if collection.db_id != self.db_id {
             return None;
         }
@@ -1244,24 +1372,20 @@ impl Snapshot {
     pub fn get<T: Document>(&self, collection: &Collection<T>, id: u64) -> Option<&T::Archived> {
         self.version_of(collection)?
             .get(id)
-            .map(|d| collection::archived::<T>(&d.bytes))
+            .map(|d| collection::archived::<T>(d))
     }
 
     /// Number of documents.
     #[must_use]
     pub fn count<T: Document>(&self, collection: &Collection<T>) -> usize {
-        self.version_of(collection)
-            .map_or(0, CollectionVersion::len)
+        self.version_of(collection).map_or(0, |v| v.len())
     }
 
     /// Every document in id order (use `.rev()` for descending, `.next()` / `.next_back()` for first / last).
     #[must_use]
     pub fn iter<'s, T: Document>(&'s self, collection: &Collection<T>) -> Docs<'s, T> {
         match self.version_of(collection) {
-            Some(v) => Box::new(
-                v.iter_from(Bound::Unbounded)
-                    .map(|(id, d)| (id, collection::archived::<T>(&d.bytes))),
-            ),
+            Some(v) => Box::new(v.iter().map(|(id, d)| (id, collection::archived::<T>(d)))),
             None => Box::new(std::iter::empty()),
         }
     }
@@ -1298,7 +1422,7 @@ impl Snapshot {
         );
         Ok(Box::new(ids.map(move |id| {
             let doc = version.get(id).expect("index entries point at documents");
-            (id, collection::archived::<T>(&doc.bytes))
+            (id, collection::archived::<T>(doc))
         })))
     }
 
@@ -1329,7 +1453,25 @@ impl Snapshot {
         index: &str,
         key: &K,
     ) -> Result<Option<(u64, &'s T::Archived)>> {
-        Ok(self.find(collection, index, key)?.next())
+        if collection.db_id != self.db_id {
+            return Err(Error::UnknownCollection {
+                collection: collection.name.to_string(),
+            });
+        }
+        let position = collection.index_position(index)?;
+        if !collection.defs[position].unique {
+            return Ok(self.find(collection, index, key)?.next());
+        }
+        // A unique index: one hash lookup, then the document.
+        let Some(version) = self.version_of(collection) else {
+            return Ok(None);
+        };
+        let mut encoded = Vec::with_capacity(32);
+        key.encode_key(&mut encoded);
+        Ok(version.unique_get(position, &encoded).map(|id| {
+            let doc = version.get(id).expect("index entries point at documents");
+            (id, collection::archived::<T>(doc))
+        }))
     }
 
     /// Checks every index of `collection` against its documents (for tests and verification).
@@ -1340,7 +1482,9 @@ impl Snapshot {
         &self,
         collection: &Collection<T>,
     ) -> std::result::Result<(), String> {
-        self.version_of(collection)
-            .map_or(Ok(()), |v| v.check_indexes(&collection.defs))
+        match self.version_of(collection) {
+            Some(v) => v.check_indexes(&collection.defs),
+            None => Ok(()),
+        }
     }
 }

@@ -16,7 +16,7 @@ use rkyv::util::AlignedVec;
 
 use crate::collection::{self, DocBytes, Document, IndexDef};
 use crate::db::{
-    Collection, CommitInfo, CommitState, Database, DbVersion, ROLE_PARTICIPANT, build_version,
+    Collection, CommitInfo, CommitState, Database, DbVersion, ROLE_PARTICIPANT, check_writes,
     encode_decision, encode_op, encode_prepare,
 };
 use crate::error::{Error, Result};
@@ -123,7 +123,7 @@ impl<'db> Transaction<'db> {
                 .snapshot
                 .collection(collection.slot)?
                 .get(id)
-                .map(|d| collection::archived::<T>(&d.bytes)),
+                .map(|d| collection::archived::<T>(d)),
         }
     }
 
@@ -340,7 +340,6 @@ struct DatabaseParticipant {
 struct Prepared {
     txid: u64,
     state: ArcMutexGuard<RawMutex, CommitState>,
-    version: DbVersion,
 }
 
 const PREPARE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -361,10 +360,9 @@ impl Participant for DatabaseParticipant {
         if let Some(t) = self.db.in_doubt().first() {
             return Ok(Vote::Abort(Error::InDoubt { txid: t.txid }.to_string()));
         }
-        let version = match build_version(&state.latest, &self.snapshot, &self.ops) {
-            Ok(version) => version,
-            Err(e) => return Ok(Vote::Abort(e.to_string())),
-        };
+        if let Err(e) = check_writes(&state.latest, &self.snapshot, &self.ops) {
+            return Ok(Vote::Abort(e.to_string()));
+        }
         let payloads: Vec<Vec<u8>> = self.ops.iter().map(encode_op).collect();
         let prepare = encode_prepare(txid, ROLE_PARTICIPANT, &[]);
         let mut records: Vec<(RecordKind, &[u8])> = payloads
@@ -374,11 +372,7 @@ impl Participant for DatabaseParticipant {
         records.push((RecordKind::Prepare, &prepare));
         let group = inner.wal.append_group(&records, Durability::None)?;
         inner.wal.wait_durable(group.end_lsn, Durability::Sync)?;
-        *self.prepared.lock() = Some(Prepared {
-            txid,
-            state,
-            version,
-        });
+        *self.prepared.lock() = Some(Prepared { txid, state });
         Ok(Vote::Commit)
     }
 
@@ -386,17 +380,16 @@ impl Participant for DatabaseParticipant {
         let Some(Prepared {
             txid: prepared,
             mut state,
-            version,
         }) = self.prepared.lock().take()
         else {
             return Ok(()); // already applied: commit is idempotent
         };
         debug_assert_eq!(prepared, txid);
         let inner = &self.db.inner;
-        let decision = encode_decision(version.seq, txid);
+        // The commit lock was held since PREPARE checked the writes: nothing committed in between.
+        let decision = encode_decision(state.latest.seq + 1, txid);
         let installed = inner.log_and_install(
             &mut state,
-            version,
             &[(RecordKind::Commit, &decision)],
             Durability::Sync,
             &self.ops,

@@ -1,8 +1,14 @@
 //! Collections: versions of a collection's documents and indexes, and the typed view of them.
 //!
-//! This layer knows nothing of files or the log. A [`CollectionVersion`] is a persistent (structurally shared)
-//! map from id to document bytes plus one ordered set per secondary index; cloning one is O(1), and a commit
-//! changes it in O(changes · log n). Readers hold an `Arc` of the version they started with.
+//! This layer knows nothing of files or the log. A [`Store`] holds every version of a collection's documents and
+//! index entries that a live snapshot may read: each document and each index entry is a version chain
+//! (`mvcc.rs`) stamped with commit sequence numbers. A commit writes its new versions in place, in O(changes), and
+//! they stay invisible until the database publishes its sequence number; a reader ([`View`]) sees, for each key,
+//! the newest version at or below its snapshot's sequence number, without taking a lock. Superseded versions are
+//! pruned ([`Store::collect`]) once no live snapshot can see them.
+//!
+//! Documents are found by id through a hash map (point reads: one lookup) and in id order through a skip list;
+//! each index is a skip list of entries (ranges, lowest, greatest), plus a hash map by key for a unique index.
 //!
 //! Documents are rkyv archives, serialized once per write: the same bytes are the WAL payload and the in-memory
 //! copy. Reads return `&T::Archived` without copying. The one unchecked access lives in [`archived`]; its safety
@@ -12,17 +18,24 @@
 //! - every document in a collection bound to type `T` is a valid archive of `T`: it was produced by
 //!   `rkyv::to_bytes::<T>` in this process, or validated with bytecheck (`rkyv::access`) when the collection was
 //!   bound to `T` after recovery;
-//! - each index holds exactly one `(key, id)` entry per document whose extractor returns a key, and none for a
-//!   document whose extractor returns `None` (sparse); a unique index never holds two ids under one key.
+//! - at every published sequence number, each index holds exactly one visible `(key, id)` entry per visible
+//!   document whose extractor returns a key, and none for a document whose extractor returns `None` (sparse); a
+//!   unique index never holds two ids under one key;
+//! - a version visible to a live snapshot is never pruned (`mvcc.rs`), so references a [`View`] returns live as
+//!   long as the snapshot it was made from.
 
 pub mod key;
+mod mvcc;
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use imbl::{OrdMap, OrdSet};
+use crossbeam_skiplist::SkipMap;
+use parking_lot::Mutex;
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
@@ -31,6 +44,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Portable, Serialize};
 
 pub use key::IndexKey;
+use mvcc::Chain;
 
 /// A type that can be stored in a typed collection: derive rkyv's `Archive` and `Serialize` (with
 /// `#[rkyv(derive(Debug))]` or not; bytecheck is on by default).
@@ -64,15 +78,6 @@ impl<T> Document for T where
 
 /// Bytes of one stored document (16-byte aligned, as rkyv needs).
 pub type DocBytes = Arc<AlignedVec>;
-
-/// A stored document and the commit sequence number that last wrote it (for conflict detection).
-#[derive(Clone, Debug)]
-pub struct Doc {
-    /// The archive.
-    pub bytes: DocBytes,
-    /// Sequence number of the commit that wrote it.
-    pub seq: u64,
-}
 
 /// Serializes a document once.
 ///
@@ -211,7 +216,7 @@ impl<T: Document> Spec<T> {
     }
 }
 
-/// A write a version could not take.
+/// A write a store could not take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApplyError {
     /// A unique index already holds the key for another document.
@@ -225,196 +230,568 @@ pub enum ApplyError {
     },
 }
 
-/// `(encoded key, id)`. Keys are `Arc<[u8]>`: copying a tree node on a commit then bumps reference counts instead of
-/// allocating one box per key.
-type IndexSet = OrdSet<(Arc<[u8]>, u64)>;
-
-/// One version of a collection: documents by id, tombstones for conflict detection, and the indexes.
-#[derive(Clone, Debug, Default)]
-pub struct CollectionVersion {
-    docs: OrdMap<u64, Doc>,
-    /// Ids removed, with the sequence number of the removal (a later writer of the same id conflicts).
-    removed: OrdMap<u64, u64>,
-    indexes: Vec<IndexSet>,
-    /// Ids below this were used at least once.
-    next_id: u64,
+/// One write of a commit to a store: document `id` becomes `doc` (`None`: removed).
+#[derive(Clone, Copy, Debug)]
+pub struct Write<'a> {
+    /// The document's id.
+    pub id: u64,
+    /// Its new bytes, or `None` for a removal.
+    pub doc: Option<&'a DocBytes>,
 }
 
-impl CollectionVersion {
-    /// The document with this id.
-    #[must_use]
-    pub fn get(&self, id: u64) -> Option<&Doc> {
-        self.docs.get(&id)
+type Hasher = foldhash::fast::RandomState;
+type DocChain = Chain<DocBytes>;
+/// An index entry's chain: `Some(id)` while the entry exists (for a unique index, the id holding the key).
+type EntryChain = Chain<u64>;
+
+/// A write's change to one index: its entry moves from `old_key` to `new_key` (either may be absent).
+struct EntryChange {
+    index: usize,
+    id: u64,
+    old_key: Option<Vec<u8>>,
+    new_key: Option<Vec<u8>>,
+}
+
+/// Versions superseded by commit `seq`, to prune once no snapshot below `seq` is left.
+enum Garbage {
+    Doc {
+        seq: u64,
+        id: u64,
+        chain: Arc<DocChain>,
+    },
+    Entry {
+        seq: u64,
+        index: usize,
+        key: Arc<[u8]>,
+        chain: Arc<EntryChain>,
+    },
+}
+
+impl Garbage {
+    fn seq(&self) -> u64 {
+        match self {
+            Self::Doc { seq, .. } | Self::Entry { seq, .. } => *seq,
+        }
+    }
+}
+
+/// One secondary index of a store. Entry keys are the encoded key for a unique index, and the encoded key followed
+/// by the id (8 bytes, big-endian) for the others; the encoding is prefix-free, so entries sort by (key, id).
+struct IndexStore {
+    unique: bool,
+    entries: SkipMap<Arc<[u8]>, Arc<EntryChain>>,
+    /// The same chains by key, for point lookups (unique indexes only).
+    points: papaya::HashMap<Arc<[u8]>, Arc<EntryChain>, Hasher>,
+}
+
+impl IndexStore {
+    fn entry_key(&self, key: Vec<u8>, id: u64) -> Arc<[u8]> {
+        let mut key = key;
+        if !self.unique {
+            key.extend_from_slice(&id.to_be_bytes());
+        }
+        key.into()
     }
 
-    /// Number of documents.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.docs.len()
+    fn chain(&self, key: &[u8]) -> Option<Arc<EntryChain>> {
+        if self.unique {
+            self.points.pin().get(key).cloned()
+        } else {
+            self.entries.get(key).map(|e| Arc::clone(e.value()))
+        }
     }
 
-    /// Whether there is no document.
+    fn remove_if_same(&self, key: &[u8], chain: &Arc<EntryChain>) {
+        if let Some(entry) = self.entries.get(key)
+            && Arc::ptr_eq(entry.value(), chain)
+        {
+            entry.remove();
+        }
+        if self.unique {
+            let _ = self
+                .points
+                .pin()
+                .remove_if(key, |_, held| Arc::ptr_eq(held, chain));
+        }
+    }
+}
+
+/// The documents and indexes of one collection, every version a live snapshot may read.
+///
+/// Readers (through [`View`]) take no lock; the one committer changes it in place. A commit stamps what it writes
+/// with its sequence number, which no snapshot sees before the database publishes it.
+pub struct Store {
+    /// Point lookups by id.
+    docs: papaya::HashMap<u64, Arc<DocChain>, Hasher>,
+    /// The same chains in id order.
+    order: SkipMap<u64, Arc<DocChain>>,
+    indexes: Vec<IndexStore>,
+    /// Ids below this were used at least once.
+    next_id: AtomicU64,
+    /// In commit order (the committer's only; the mutex is uncontended).
+    garbage: Mutex<VecDeque<Garbage>>,
+}
+
+impl Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("chains", &self.order.len())
+            .field("indexes", &self.indexes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// An empty store with the indexes of `defs`.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
+    pub fn new(defs: &[IndexDef]) -> Self {
+        Self {
+            docs: papaya::HashMap::with_hasher(Hasher::default()),
+            order: SkipMap::new(),
+            indexes: defs
+                .iter()
+                .map(|d| IndexStore {
+                    unique: d.unique,
+                    entries: SkipMap::new(),
+                    points: papaya::HashMap::with_hasher(Hasher::default()),
+                })
+                .collect(),
+            next_id: AtomicU64::new(0),
+            garbage: Mutex::new(VecDeque::new()),
+        }
     }
 
-    /// Documents in id order, from `start`.
-    pub fn iter_from(&self, start: Bound<u64>) -> impl DoubleEndedIterator<Item = (u64, &Doc)> {
-        self.docs
-            .range((start, Bound::Unbounded))
-            .map(|(id, d)| (*id, d))
+    fn chain(&self, id: u64) -> Option<Arc<DocChain>> {
+        self.docs.pin().get(&id).cloned()
     }
 
-    /// The sequence number of the last write (or removal) of `id`, if any.
+    /// Sequence number of the newest write (or removal) of `id` still recorded. A removal is forgotten only once
+    /// every live snapshot is at or after it, so a writer that began before it still conflicts.
     #[must_use]
-    pub fn last_write_seq(&self, id: u64) -> Option<u64> {
-        self.docs
-            .get(&id)
-            .map(|d| d.seq)
-            .or_else(|| self.removed.get(&id).copied())
+    pub fn latest_seq(&self, id: u64) -> Option<u64> {
+        self.chain(id).map(|c| c.latest_seq())
+    }
+
+    /// The newest committed bytes of `id` (possibly not yet published).
+    #[must_use]
+    pub fn latest(&self, id: u64) -> Option<DocBytes> {
+        self.chain(id).and_then(|c| c.latest())
+    }
+
+    /// Every document's newest bytes, in id order.
+    pub fn latest_docs(&self) -> impl Iterator<Item = (u64, DocBytes)> + '_ {
+        self.order
+            .iter()
+            .filter_map(|e| e.value().latest().map(|d| (*e.key(), d)))
     }
 
     /// The next auto-increment id.
     #[must_use]
     pub fn next_id(&self) -> u64 {
-        self.next_id
+        self.next_id.load(Ordering::Relaxed)
     }
 
-    /// Ids whose key in index `index` lies in the given bounds of encoded keys, in index order.
-    pub fn index_range(
-        &self,
-        index: usize,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-    ) -> impl DoubleEndedIterator<Item = u64> + '_ {
-        let lower = match start {
-            Bound::Included(k) => Bound::Included((Arc::<[u8]>::from(k), 0)),
-            Bound::Excluded(k) => Bound::Excluded((Arc::<[u8]>::from(k), u64::MAX)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let upper = match end {
-            Bound::Included(k) => Bound::Included((Arc::<[u8]>::from(k), u64::MAX)),
-            Bound::Excluded(k) => Bound::Excluded((Arc::<[u8]>::from(k), 0)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        self.indexes
-            .get(index)
-            .into_iter()
-            .flat_map(move |set| set.range((lower.clone(), upper.clone())).map(|(_, id)| *id))
-    }
-
-    /// Inserts or replaces document `id`, keeping every index in step.
-    ///
-    /// On error the version is left partly changed: callers apply writes to a clone and drop it on error.
+    /// Checks the unique indexes for `writes` (one per document) applied together to the newest version: a key
+    /// taken by a write must be free, held by the same document, or released by another write of the batch.
     ///
     /// # Errors
     /// [`ApplyError::Unique`].
-    pub fn put(&mut self, defs: &[IndexDef], id: u64, doc: Doc) -> Result<(), ApplyError> {
-        self.detach(defs, id);
-        self.attach(defs, id, doc)
-    }
-
-    /// Takes document `id` out, with its index entries, without recording a removal. Writing a batch as "detach
-    /// every old document, then attach every new one" lets a transaction move unique keys between its documents
-    /// (a swap) without a spurious violation.
-    pub fn detach(&mut self, defs: &[IndexDef], id: u64) -> Option<Doc> {
+    pub fn check_unique(&self, defs: &[IndexDef], writes: &[Write<'_>]) -> Result<(), ApplyError> {
         debug_assert_eq!(defs.len(), self.indexes.len());
-        let old = self.docs.remove(&id)?;
-        self.unindex(defs, id, &old.bytes);
-        Some(old)
-    }
-
-    /// Puts document `id` (which must be detached or absent) in, with its index entries.
-    ///
-    /// # Errors
-    /// [`ApplyError::Unique`].
-    pub fn attach(&mut self, defs: &[IndexDef], id: u64, doc: Doc) -> Result<(), ApplyError> {
-        debug_assert!(!self.docs.contains_key(&id));
-        for (def, set) in defs.iter().zip(&mut self.indexes) {
-            let Some(key) = (def.extract)(&doc.bytes) else {
+        for (def, index) in defs.iter().zip(&self.indexes) {
+            if !def.unique {
                 continue;
-            };
-            let key = Arc::<[u8]>::from(key);
-            if def.unique
-                && let Some((_, holder)) =
-                    set.range((key.clone(), 0)..=(key.clone(), u64::MAX)).next()
-            {
-                return Err(ApplyError::Unique {
-                    index: Arc::clone(&def.name),
-                    key: (def.describe)(&doc.bytes),
-                    holder: *holder,
-                });
             }
-            set.insert((key, id));
+            let mut taken: Vec<(Vec<u8>, u64, &DocBytes)> = Vec::new();
+            for write in writes {
+                let Some(doc) = write.doc else { continue };
+                let Some(key) = (def.extract)(doc) else {
+                    continue;
+                };
+                if let Some((_, other, _)) = taken.iter().find(|(k, ..)| *k == key) {
+                    return Err(unique_error(def, doc, *other));
+                }
+                taken.push((key, write.id, doc));
+            }
+            for (key, id, doc) in &taken {
+                let Some(holder) = index.chain(key).and_then(|c| c.latest()) else {
+                    continue;
+                };
+                if holder == *id {
+                    continue;
+                }
+                // The holder may give the key up in this batch.
+                let released = writes.iter().find(|w| w.id == holder).is_some_and(|w| {
+                    w.doc
+                        .and_then(|d| (def.extract)(d))
+                        .is_none_or(|k| k != *key)
+                });
+                if !released {
+                    return Err(unique_error(def, doc, holder));
+                }
+            }
         }
-        self.removed.remove(&id);
-        self.next_id = self.next_id.max(id.saturating_add(1));
-        self.docs.insert(id, doc);
         Ok(())
     }
 
-    /// Records that `id` was removed by commit `seq` (a later writer of the same id that began before conflicts).
-    pub fn record_removal(&mut self, id: u64, seq: u64) {
-        debug_assert!(!self.docs.contains_key(&id));
-        self.removed.insert(id, seq);
-    }
-
-    /// Removes document `id` (recording the removal's sequence number). Returns whether it existed.
-    pub fn remove(&mut self, defs: &[IndexDef], id: u64, seq: u64) -> bool {
-        let existed = self.detach(defs, id).is_some();
-        if existed {
-            self.record_removal(id, seq);
-        }
-        existed
-    }
-
-    fn unindex(&mut self, defs: &[IndexDef], id: u64, bytes: &AlignedVec) {
-        for (def, set) in defs.iter().zip(&mut self.indexes) {
-            if let Some(key) = (def.extract)(bytes) {
-                let removed = set.remove(&(Arc::<[u8]>::from(key), id));
-                debug_assert!(removed.is_some(), "index {} lacked an entry", def.name);
-            }
-        }
-    }
-
-    /// A copy of this version with indexes built for `defs` (used when a recovered collection gets its type).
-    ///
-    /// # Errors
-    /// [`ApplyError::Unique`] if the stored documents violate a unique index.
-    pub fn with_indexes(&self, defs: &[IndexDef]) -> Result<Self, ApplyError> {
-        let mut built = Self {
-            docs: OrdMap::new(),
-            removed: self.removed.clone(),
-            indexes: vec![IndexSet::new(); defs.len()],
-            next_id: self.next_id,
-        };
-        for (id, doc) in &self.docs {
-            built.put(defs, *id, doc.clone())?;
-        }
-        built.next_id = self.next_id;
-        Ok(built)
-    }
-
-    /// Checks that every index holds exactly the entries its documents call for (for tests and `verify`).
-    ///
-    /// # Errors
-    /// The first index that disagrees, and how.
-    pub fn check_indexes(&self, defs: &[IndexDef]) -> Result<(), String> {
-        for (def, set) in defs.iter().zip(&self.indexes) {
-            let mut expected = IndexSet::new();
-            for (id, doc) in &self.docs {
-                if let Some(key) = (def.extract)(&doc.bytes) {
-                    expected.insert((Arc::<[u8]>::from(key), *id));
+    /// Applies `writes` (checked: one per document, unique indexes free) as commit `seq`. With `keep_history`,
+    /// superseded versions stay for live snapshots until [`Store::collect`] passes `seq`; without it (replay and
+    /// rebuilds, with no reader) they are dropped at once. Returns the change in the number of documents.
+    pub fn apply(
+        &self,
+        defs: &[IndexDef],
+        writes: &[Write<'_>],
+        seq: u64,
+        keep_history: bool,
+    ) -> isize {
+        debug_assert_eq!(defs.len(), self.indexes.len());
+        let olds: Vec<Option<DocBytes>> = writes.iter().map(|w| self.latest(w.id)).collect();
+        // Every index entry a write changes: (index, id, old key, new key). Old entries go first, then new ones, so
+        // a batch can move a unique key from one of its documents to another.
+        let mut changes: Vec<EntryChange> = Vec::new();
+        for (write, old) in writes.iter().zip(&olds) {
+            for (index, def) in defs.iter().enumerate() {
+                let old_key = old.as_ref().and_then(|d| (def.extract)(d));
+                let new_key = write.doc.and_then(|d| (def.extract)(d));
+                if old_key != new_key {
+                    changes.push(EntryChange {
+                        index,
+                        id: write.id,
+                        old_key,
+                        new_key,
+                    });
                 }
             }
-            if &expected != set {
+        }
+        for change in &mut changes {
+            if let Some(key) = change.old_key.take() {
+                self.write_entry(change.index, key, change.id, None, seq, keep_history);
+            }
+        }
+        for change in &mut changes {
+            if let Some(key) = change.new_key.take() {
+                self.write_entry(
+                    change.index,
+                    key,
+                    change.id,
+                    Some(change.id),
+                    seq,
+                    keep_history,
+                );
+            }
+        }
+        let mut delta = 0isize;
+        for (write, old) in writes.iter().zip(&olds) {
+            delta += isize::from(write.doc.is_some()) - isize::from(old.is_some());
+            self.write_doc(write.id, write.doc.cloned(), seq, keep_history);
+            self.next_id
+                .fetch_max(write.id.saturating_add(1), Ordering::Relaxed);
+        }
+        delta
+    }
+
+    fn write_doc(&self, id: u64, doc: Option<DocBytes>, seq: u64, keep_history: bool) {
+        let docs = self.docs.pin();
+        match docs.get(&id) {
+            Some(chain) => {
+                let removed = doc.is_none();
+                if chain.write(seq, doc, keep_history) || (removed && keep_history) {
+                    self.garbage.lock().push_back(Garbage::Doc {
+                        seq,
+                        id,
+                        chain: Arc::clone(chain),
+                    });
+                } else if removed {
+                    // No snapshot can see the document: forget it now.
+                    if let Some(e) = self.order.get(&id) {
+                        e.remove();
+                    }
+                    docs.remove(&id);
+                }
+            }
+            None if doc.is_none() => {}
+            None => {
+                let chain = Arc::new(Chain::new(seq, doc));
+                self.order.insert(id, Arc::clone(&chain));
+                docs.insert(id, chain);
+            }
+        }
+    }
+
+    fn write_entry(
+        &self,
+        index: usize,
+        key: Vec<u8>,
+        id: u64,
+        holder: Option<u64>,
+        seq: u64,
+        keep_history: bool,
+    ) {
+        let store = &self.indexes[index];
+        let key = store.entry_key(key, id);
+        match store.chain(&key) {
+            Some(chain) => {
+                let removed = holder.is_none();
+                if chain.write(seq, holder, keep_history) || (removed && keep_history) {
+                    self.garbage.lock().push_back(Garbage::Entry {
+                        seq,
+                        index,
+                        key,
+                        chain,
+                    });
+                } else if removed {
+                    store.remove_if_same(&key, &chain);
+                }
+            }
+            None => {
+                debug_assert!(holder.is_some(), "an entry is removed only if it exists");
+                if holder.is_none() {
+                    return;
+                }
+                let chain = Arc::new(Chain::new(seq, holder));
+                if store.unique {
+                    store
+                        .points
+                        .pin()
+                        .insert(Arc::clone(&key), Arc::clone(&chain));
+                }
+                store.entries.insert(key, chain);
+            }
+        }
+    }
+
+    /// Prunes what commits up to `horizon` superseded (the lowest sequence number any live snapshot reads at);
+    /// keys that no live snapshot sees anymore are dropped. The committer's only.
+    pub fn collect(&self, horizon: u64) {
+        let mut garbage = self.garbage.lock();
+        while garbage.front().is_some_and(|g| g.seq() <= horizon) {
+            match garbage.pop_front().expect("front exists") {
+                Garbage::Doc { id, chain, .. } => {
+                    if chain.prune(horizon) {
+                        if let Some(e) = self.order.get(&id)
+                            && Arc::ptr_eq(e.value(), &chain)
+                        {
+                            e.remove();
+                        }
+                        let _ = self
+                            .docs
+                            .pin()
+                            .remove_if(&id, |_, held| Arc::ptr_eq(held, &chain));
+                    }
+                }
+                Garbage::Entry {
+                    index, key, chain, ..
+                } => {
+                    if chain.prune(horizon) {
+                        self.indexes[index].remove_if_same(&key, &chain);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Versions still waiting for [`Store::collect`] (for tests and statistics).
+    #[must_use]
+    pub fn pending_garbage(&self) -> usize {
+        self.garbage.lock().len()
+    }
+
+    /// A new store holding the newest version of every document (and removal) of this one, with the indexes of
+    /// `defs` (used when a recovered collection gets its type). Returns it with its number of documents.
+    ///
+    /// # Errors
+    /// [`ApplyError::Unique`] if the documents violate a unique index of `defs`.
+    pub fn rebuilt(&self, defs: &[IndexDef]) -> Result<(Self, usize), ApplyError> {
+        let built = Self::new(defs);
+        let mut count = 0;
+        for entry in self.order.iter() {
+            let id = *entry.key();
+            let seq = entry.value().latest_seq();
+            let doc = entry.value().latest();
+            if let Some(doc) = &doc {
+                let write = [Write { id, doc: Some(doc) }];
+                built.check_unique(defs, &write)?;
+                built.apply(defs, &write, seq, false);
+                count += 1;
+            } else {
+                // Keep the removal for conflict detection until every snapshot is past it.
+                let chain = Arc::new(Chain::new(seq, None));
+                built.order.insert(id, Arc::clone(&chain));
+                built.docs.pin().insert(id, Arc::clone(&chain));
+                built
+                    .garbage
+                    .lock()
+                    .push_back(Garbage::Doc { seq, id, chain });
+            }
+        }
+        built.next_id.store(self.next_id(), Ordering::Relaxed);
+        Ok((built, count))
+    }
+}
+
+fn unique_error(def: &IndexDef, doc: &AlignedVec, holder: u64) -> ApplyError {
+    ApplyError::Unique {
+        index: Arc::clone(&def.name),
+        key: (def.describe)(doc),
+        holder,
+    }
+}
+
+/// A store as one snapshot sees it.
+#[derive(Clone, Copy)]
+pub struct View<'s> {
+    store: &'s Store,
+    seq: u64,
+    count: usize,
+}
+
+impl Debug for View<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View")
+            .field("seq", &self.seq)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
+impl<'s> View<'s> {
+    /// The view of `store` at sequence number `seq`, holding `count` documents.
+    ///
+    /// # Safety
+    /// A snapshot at `seq` must be registered with the database (so that no [`Store::collect`] gets a horizon above
+    /// `seq`) for all of `'s`.
+    #[must_use]
+    pub unsafe fn new(store: &'s Store, seq: u64, count: usize) -> Self {
+        Self { store, seq, count }
+    }
+
+    /// The document with this id.
+    #[must_use]
+    pub fn get(&self, id: u64) -> Option<&'s DocBytes> {
+        let docs = self.store.docs.pin();
+        let chain = docs.get(&id)?;
+        // SAFETY: `View::new`'s contract is `Chain::visible`'s.
+        unsafe { chain.visible(self.seq) }
+    }
+
+    /// Number of documents.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there is no document.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Documents in id order.
+    pub fn iter(self) -> impl DoubleEndedIterator<Item = (u64, &'s DocBytes)> + 's {
+        let seq = self.seq;
+        self.store.order.iter().filter_map(move |e| {
+            // SAFETY: `View::new`'s contract is `Chain::visible`'s.
+            unsafe { e.value().visible(seq) }.map(|d| (*e.key(), d))
+        })
+    }
+
+    /// Ids whose key in index `index` lies in the given bounds of encoded keys, in index order (ties by id).
+    pub fn index_range(
+        self,
+        index: usize,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+    ) -> impl DoubleEndedIterator<Item = u64> + 's {
+        let seq = self.seq;
+        let entries = self.store.indexes.get(index).map(|store| {
+            // Non-unique entries are `key ‖ id`: extend the bounds to cover every id of a bound key.
+            let all_ids = |mut key: Vec<u8>| {
+                if !store.unique {
+                    key.extend_from_slice(&u64::MAX.to_be_bytes());
+                }
+                Arc::<[u8]>::from(key)
+            };
+            let lower = match start {
+                Bound::Included(k) => Bound::Included(Arc::<[u8]>::from(k)),
+                Bound::Excluded(k) => Bound::Excluded(all_ids(k)),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            let upper = match end {
+                Bound::Included(k) => Bound::Included(all_ids(k)),
+                Bound::Excluded(k) => Bound::Excluded(Arc::<[u8]>::from(k)),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            store.entries.range((lower, upper))
+        });
+        entries.into_iter().flatten().filter_map(move |e| {
+            // SAFETY: `View::new`'s contract is `Chain::visible`'s.
+            unsafe { e.value().visible(seq) }.copied()
+        })
+    }
+
+    /// The id holding `key` (encoded) in unique index `index`.
+    #[must_use]
+    pub fn unique_get(&self, index: usize, key: &[u8]) -> Option<u64> {
+        let store = self.store.indexes.get(index)?;
+        debug_assert!(store.unique);
+        let points = store.points.pin();
+        let chain = points.get(key)?;
+        // SAFETY: `View::new`'s contract is `Chain::visible`'s.
+        unsafe { chain.visible(self.seq) }.copied()
+    }
+
+    /// Checks that every index holds exactly the entries its documents call for, and the count (for tests and
+    /// `verify`).
+    ///
+    /// # Errors
+    /// The first disagreement.
+    pub fn check_indexes(&self, defs: &[IndexDef]) -> Result<(), String> {
+        let docs: Vec<(u64, &DocBytes)> = self.iter().collect();
+        if docs.len() != self.count {
+            return Err(format!(
+                "{} documents visible, the version counts {}",
+                docs.len(),
+                self.count
+            ));
+        }
+        for (i, (def, store)) in defs.iter().zip(&self.store.indexes).enumerate() {
+            let mut expected: Vec<(Vec<u8>, u64)> = docs
+                .iter()
+                .filter_map(|(id, doc)| (def.extract)(doc).map(|k| (k, *id)))
+                .collect();
+            expected.sort();
+            let found: Vec<(Vec<u8>, u64)> = store
+                .entries
+                .iter()
+                .filter_map(|e| {
+                    // SAFETY: `View::new`'s contract is `Chain::visible`'s.
+                    let id = *unsafe { e.value().visible(self.seq) }?;
+                    let key = e.key();
+                    let key = if store.unique {
+                        key.to_vec()
+                    } else {
+                        key[..key.len().saturating_sub(8)].to_vec()
+                    };
+                    Some((key, id))
+                })
+                .collect();
+            if expected != found {
                 return Err(format!(
                     "index {} has {} entries, documents call for {}",
                     def.name,
-                    set.len(),
+                    found.len(),
                     expected.len()
                 ));
+            }
+            if store.unique {
+                for (key, id) in &expected {
+                    if self.unique_get(i, key) != Some(*id) {
+                        return Err(format!(
+                            "unique index {}: the point lookup disagrees for document {id}",
+                            def.name
+                        ));
+                    }
+                }
             }
         }
         Ok(())
