@@ -1468,10 +1468,9 @@ impl Snapshot {
         };
         let mut encoded = Vec::with_capacity(32);
         key.encode_key(&mut encoded);
-        Ok(version.unique_get(position, &encoded).map(|id| {
-            let doc = version.get(id).expect("index entries point at documents");
-            (id, collection::archived::<T>(doc))
-        }))
+        Ok(version
+            .unique_get(position, &encoded)
+            .map(|(id, doc)| (id, collection::archived::<T>(doc))))
     }
 
     /// Checks every index of `collection` against its documents (for tests and verification).

@@ -34,7 +34,6 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_skiplist::SkipMap;
 use parking_lot::Mutex;
 use rkyv::api::high::{HighSerializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
@@ -42,9 +41,10 @@ use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Portable, Serialize};
+use smallvec::SmallVec;
 
 pub use key::IndexKey;
-use mvcc::Chain;
+use mvcc::{VersionedMap, Written};
 
 /// A type that can be stored in a typed collection: derive rkyv's `Archive` and `Serialize` (with
 /// `#[rkyv(derive(Debug))]` or not; bytecheck is on by default).
@@ -239,31 +239,16 @@ pub struct Write<'a> {
     pub doc: Option<&'a DocBytes>,
 }
 
-type Hasher = foldhash::fast::RandomState;
-type DocChain = Chain<DocBytes>;
-/// An index entry's chain: `Some(id)` while the entry exists (for a unique index, the id holding the key).
-type EntryChain = Chain<u64>;
-
-/// A write's change to one index: its entry moves from `old_key` to `new_key` (either may be absent).
-struct EntryChange {
-    index: usize,
-    id: u64,
-    old_key: Option<Vec<u8>>,
-    new_key: Option<Vec<u8>>,
-}
-
 /// Versions superseded by commit `seq`, to prune once no snapshot below `seq` is left.
 enum Garbage {
     Doc {
         seq: u64,
         id: u64,
-        chain: Arc<DocChain>,
     },
     Entry {
         seq: u64,
         index: usize,
-        key: Arc<[u8]>,
-        chain: Arc<EntryChain>,
+        key: EntryKey,
     },
 }
 
@@ -275,44 +260,40 @@ impl Garbage {
     }
 }
 
+/// A write's change to one index: its entry moves from `old_key` to `new_key` (either may be absent).
+struct EntryChange<'a> {
+    index: usize,
+    write: Write<'a>,
+    old_key: Option<Vec<u8>>,
+    new_key: Option<Vec<u8>>,
+}
+
+/// An index entry's key: inline up to 32 bytes (so that comparing keys in the hash map and the skip list costs no
+/// pointer chase), on the heap beyond.
+type EntryKey = SmallVec<[u8; 32]>;
+
+/// What an index entry holds while it exists: the document's id, and for a unique index the document itself (kept
+/// in step with every write of the document), so that a unique lookup costs one hash lookup.
+#[derive(Clone, Debug)]
+struct IndexEntry {
+    id: u64,
+    doc: Option<DocBytes>,
+}
+
 /// One secondary index of a store. Entry keys are the encoded key for a unique index, and the encoded key followed
 /// by the id (8 bytes, big-endian) for the others; the encoding is prefix-free, so entries sort by (key, id).
 struct IndexStore {
     unique: bool,
-    entries: SkipMap<Arc<[u8]>, Arc<EntryChain>>,
-    /// The same chains by key, for point lookups (unique indexes only).
-    points: papaya::HashMap<Arc<[u8]>, Arc<EntryChain>, Hasher>,
+    entries: VersionedMap<EntryKey, IndexEntry>,
 }
 
 impl IndexStore {
-    fn entry_key(&self, key: Vec<u8>, id: u64) -> Arc<[u8]> {
-        let mut key = key;
+    fn entry_key(&self, key: &[u8], id: u64) -> EntryKey {
+        let mut entry = EntryKey::from_slice(key);
         if !self.unique {
-            key.extend_from_slice(&id.to_be_bytes());
+            entry.extend_from_slice(&id.to_be_bytes());
         }
-        key.into()
-    }
-
-    fn chain(&self, key: &[u8]) -> Option<Arc<EntryChain>> {
-        if self.unique {
-            self.points.pin().get(key).cloned()
-        } else {
-            self.entries.get(key).map(|e| Arc::clone(e.value()))
-        }
-    }
-
-    fn remove_if_same(&self, key: &[u8], chain: &Arc<EntryChain>) {
-        if let Some(entry) = self.entries.get(key)
-            && Arc::ptr_eq(entry.value(), chain)
-        {
-            entry.remove();
-        }
-        if self.unique {
-            let _ = self
-                .points
-                .pin()
-                .remove_if(key, |_, held| Arc::ptr_eq(held, chain));
-        }
+        entry
     }
 }
 
@@ -321,10 +302,7 @@ impl IndexStore {
 /// Readers (through [`View`]) take no lock; the one committer changes it in place. A commit stamps what it writes
 /// with its sequence number, which no snapshot sees before the database publishes it.
 pub struct Store {
-    /// Point lookups by id.
-    docs: papaya::HashMap<u64, Arc<DocChain>, Hasher>,
-    /// The same chains in id order.
-    order: SkipMap<u64, Arc<DocChain>>,
+    docs: VersionedMap<u64, DocBytes>,
     indexes: Vec<IndexStore>,
     /// Ids below this were used at least once.
     next_id: AtomicU64,
@@ -335,7 +313,7 @@ pub struct Store {
 impl Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("chains", &self.order.len())
+            .field("ids", &self.docs.key_count())
             .field("indexes", &self.indexes.len())
             .finish_non_exhaustive()
     }
@@ -346,14 +324,12 @@ impl Store {
     #[must_use]
     pub fn new(defs: &[IndexDef]) -> Self {
         Self {
-            docs: papaya::HashMap::with_hasher(Hasher::default()),
-            order: SkipMap::new(),
+            docs: VersionedMap::new(),
             indexes: defs
                 .iter()
                 .map(|d| IndexStore {
                     unique: d.unique,
-                    entries: SkipMap::new(),
-                    points: papaya::HashMap::with_hasher(Hasher::default()),
+                    entries: VersionedMap::new(),
                 })
                 .collect(),
             next_id: AtomicU64::new(0),
@@ -361,28 +337,25 @@ impl Store {
         }
     }
 
-    fn chain(&self, id: u64) -> Option<Arc<DocChain>> {
-        self.docs.pin().get(&id).cloned()
-    }
-
     /// Sequence number of the newest write (or removal) of `id` still recorded. A removal is forgotten only once
     /// every live snapshot is at or after it, so a writer that began before it still conflicts.
     #[must_use]
     pub fn latest_seq(&self, id: u64) -> Option<u64> {
-        self.chain(id).map(|c| c.latest_seq())
+        self.docs.latest(&id).map(|(seq, _)| seq)
     }
 
     /// The newest committed bytes of `id` (possibly not yet published).
     #[must_use]
     pub fn latest(&self, id: u64) -> Option<DocBytes> {
-        self.chain(id).and_then(|c| c.latest())
+        self.docs.latest(&id).and_then(|(_, doc)| doc)
     }
 
     /// Every document's newest bytes, in id order.
     pub fn latest_docs(&self) -> impl Iterator<Item = (u64, DocBytes)> + '_ {
-        self.order
-            .iter()
-            .filter_map(|e| e.value().latest().map(|d| (*e.key(), d)))
+        self.docs.keys().filter_map(|e| {
+            let id = *e.value();
+            self.latest(id).map(|doc| (id, doc))
+        })
     }
 
     /// The next auto-increment id.
@@ -414,7 +387,8 @@ impl Store {
                 taken.push((key, write.id, doc));
             }
             for (key, id, doc) in &taken {
-                let Some(holder) = index.chain(key).and_then(|c| c.latest()) else {
+                let Some((_, Some(IndexEntry { id: holder, .. }))) = index.entries.latest(&key[..])
+                else {
                     continue;
                 };
                 if holder == *id {
@@ -446,18 +420,19 @@ impl Store {
     ) -> isize {
         debug_assert_eq!(defs.len(), self.indexes.len());
         let olds: Vec<Option<DocBytes>> = writes.iter().map(|w| self.latest(w.id)).collect();
-        // Every index entry a write changes: (index, id, old key, new key). Old entries go first, then new ones, so
-        // a batch can move a unique key from one of its documents to another.
-        let mut changes: Vec<EntryChange> = Vec::new();
+        // Every index entry a write changes (for a unique index, also one whose key stays: it holds the document).
+        // Old entries go first, then new ones, so a batch can move a unique key from one of its documents to
+        // another.
+        let mut changes: Vec<EntryChange<'_>> = Vec::new();
         for (write, old) in writes.iter().zip(&olds) {
             for (index, def) in defs.iter().enumerate() {
                 let old_key = old.as_ref().and_then(|d| (def.extract)(d));
                 let new_key = write.doc.and_then(|d| (def.extract)(d));
-                if old_key != new_key {
+                if old_key != new_key || (def.unique && new_key.is_some()) {
                     changes.push(EntryChange {
                         index,
-                        id: write.id,
-                        old_key,
+                        write: *write,
+                        old_key: old_key.filter(|k| Some(k) != new_key.as_ref()),
                         new_key,
                     });
                 }
@@ -465,16 +440,21 @@ impl Store {
         }
         for change in &mut changes {
             if let Some(key) = change.old_key.take() {
-                self.write_entry(change.index, key, change.id, None, seq, keep_history);
+                self.write_entry(change.index, &key, change.write.id, None, seq, keep_history);
             }
         }
         for change in &mut changes {
             if let Some(key) = change.new_key.take() {
+                let store = &self.indexes[change.index];
+                let entry = IndexEntry {
+                    id: change.write.id,
+                    doc: store.unique.then(|| change.write.doc.cloned()).flatten(),
+                };
                 self.write_entry(
                     change.index,
-                    key,
-                    change.id,
-                    Some(change.id),
+                    &key,
+                    change.write.id,
+                    Some(entry),
                     seq,
                     keep_history,
                 );
@@ -483,80 +463,41 @@ impl Store {
         let mut delta = 0isize;
         for (write, old) in writes.iter().zip(&olds) {
             delta += isize::from(write.doc.is_some()) - isize::from(old.is_some());
-            self.write_doc(write.id, write.doc.cloned(), seq, keep_history);
+            let written = self
+                .docs
+                .write(write.id, seq, write.doc.cloned(), keep_history);
+            if written == Written::Superseded {
+                self.garbage
+                    .lock()
+                    .push_back(Garbage::Doc { seq, id: write.id });
+            }
             self.next_id
                 .fetch_max(write.id.saturating_add(1), Ordering::Relaxed);
         }
         delta
     }
 
-    fn write_doc(&self, id: u64, doc: Option<DocBytes>, seq: u64, keep_history: bool) {
-        let docs = self.docs.pin();
-        match docs.get(&id) {
-            Some(chain) => {
-                let removed = doc.is_none();
-                if chain.write(seq, doc, keep_history) || (removed && keep_history) {
-                    self.garbage.lock().push_back(Garbage::Doc {
-                        seq,
-                        id,
-                        chain: Arc::clone(chain),
-                    });
-                } else if removed {
-                    // No snapshot can see the document: forget it now.
-                    if let Some(e) = self.order.get(&id) {
-                        e.remove();
-                    }
-                    docs.remove(&id);
-                }
-            }
-            None if doc.is_none() => {}
-            None => {
-                let chain = Arc::new(Chain::new(seq, doc));
-                self.order.insert(id, Arc::clone(&chain));
-                docs.insert(id, chain);
-            }
-        }
-    }
-
     fn write_entry(
         &self,
         index: usize,
-        key: Vec<u8>,
+        key: &[u8],
         id: u64,
-        holder: Option<u64>,
+        entry: Option<IndexEntry>,
         seq: u64,
         keep_history: bool,
     ) {
         let store = &self.indexes[index];
         let key = store.entry_key(key, id);
-        match store.chain(&key) {
-            Some(chain) => {
-                let removed = holder.is_none();
-                if chain.write(seq, holder, keep_history) || (removed && keep_history) {
-                    self.garbage.lock().push_back(Garbage::Entry {
-                        seq,
-                        index,
-                        key,
-                        chain,
-                    });
-                } else if removed {
-                    store.remove_if_same(&key, &chain);
-                }
-            }
-            None => {
-                debug_assert!(holder.is_some(), "an entry is removed only if it exists");
-                if holder.is_none() {
-                    return;
-                }
-                let chain = Arc::new(Chain::new(seq, holder));
-                if store.unique {
-                    store
-                        .points
-                        .pin()
-                        .insert(Arc::clone(&key), Arc::clone(&chain));
-                }
-                store.entries.insert(key, chain);
-            }
+        let written = store.entries.write(key.clone(), seq, entry, keep_history);
+        debug_assert_ne!(
+            written,
+            Written::Absent,
+            "an entry is removed only if it exists"
+        );
+        if written == Written::Superseded {
+            self.garbage
+                .lock()
+                .push_back(Garbage::Entry { seq, index, key });
         }
     }
 
@@ -566,25 +507,9 @@ impl Store {
         let mut garbage = self.garbage.lock();
         while garbage.front().is_some_and(|g| g.seq() <= horizon) {
             match garbage.pop_front().expect("front exists") {
-                Garbage::Doc { id, chain, .. } => {
-                    if chain.prune(horizon) {
-                        if let Some(e) = self.order.get(&id)
-                            && Arc::ptr_eq(e.value(), &chain)
-                        {
-                            e.remove();
-                        }
-                        let _ = self
-                            .docs
-                            .pin()
-                            .remove_if(&id, |_, held| Arc::ptr_eq(held, &chain));
-                    }
-                }
-                Garbage::Entry {
-                    index, key, chain, ..
-                } => {
-                    if chain.prune(horizon) {
-                        self.indexes[index].remove_if_same(&key, &chain);
-                    }
+                Garbage::Doc { id, .. } => self.docs.prune(&id, horizon),
+                Garbage::Entry { index, key, .. } => {
+                    self.indexes[index].entries.prune(&key, horizon);
                 }
             }
         }
@@ -604,24 +529,21 @@ impl Store {
     pub fn rebuilt(&self, defs: &[IndexDef]) -> Result<(Self, usize), ApplyError> {
         let built = Self::new(defs);
         let mut count = 0;
-        for entry in self.order.iter() {
-            let id = *entry.key();
-            let seq = entry.value().latest_seq();
-            let doc = entry.value().latest();
+        for entry in self.docs.keys() {
+            let id = *entry.value();
+            let Some((seq, doc)) = self.docs.latest(&id) else {
+                continue;
+            };
             if let Some(doc) = &doc {
                 let write = [Write { id, doc: Some(doc) }];
                 built.check_unique(defs, &write)?;
                 built.apply(defs, &write, seq, false);
                 count += 1;
             } else {
-                // Keep the removal for conflict detection until every snapshot is past it.
-                let chain = Arc::new(Chain::new(seq, None));
-                built.order.insert(id, Arc::clone(&chain));
-                built.docs.pin().insert(id, Arc::clone(&chain));
-                built
-                    .garbage
-                    .lock()
-                    .push_back(Garbage::Doc { seq, id, chain });
+                // Keep the removal for conflict detection until every snapshot is past it: a key whose only
+                // version is a removal, pruned (forgotten) once the horizon reaches it.
+                built.docs.record_removal(id, seq);
+                built.garbage.lock().push_back(Garbage::Doc { seq, id });
             }
         }
         built.next_id.store(self.next_id(), Ordering::Relaxed);
@@ -667,11 +589,15 @@ impl<'s> View<'s> {
 
     /// The document with this id.
     #[must_use]
-    pub fn get(&self, id: u64) -> Option<&'s DocBytes> {
-        let docs = self.store.docs.pin();
-        let chain = docs.get(&id)?;
-        // SAFETY: `View::new`'s contract is `Chain::visible`'s.
-        unsafe { chain.visible(self.seq) }
+    pub fn get(&self, id: u64) -> Option<&'s AlignedVec> {
+        // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and the projection points into the `Arc`'s
+        // allocation.
+        unsafe {
+            self.store
+                .docs
+                .read(&id, self.seq, |doc: &DocBytes| Some(((), &**doc)))
+        }
+        .map(|((), doc)| doc)
     }
 
     /// Number of documents.
@@ -687,11 +613,10 @@ impl<'s> View<'s> {
     }
 
     /// Documents in id order.
-    pub fn iter(self) -> impl DoubleEndedIterator<Item = (u64, &'s DocBytes)> + 's {
-        let seq = self.seq;
-        self.store.order.iter().filter_map(move |e| {
-            // SAFETY: `View::new`'s contract is `Chain::visible`'s.
-            unsafe { e.value().visible(seq) }.map(|d| (*e.key(), d))
+    pub fn iter(self) -> impl DoubleEndedIterator<Item = (u64, &'s AlignedVec)> + 's {
+        self.store.docs.keys().filter_map(move |e| {
+            let id = *e.value();
+            self.get(id).map(|doc| (id, doc))
         })
     }
 
@@ -705,39 +630,36 @@ impl<'s> View<'s> {
         let seq = self.seq;
         let entries = self.store.indexes.get(index).map(|store| {
             // Non-unique entries are `key ‖ id`: extend the bounds to cover every id of a bound key.
-            let all_ids = |mut key: Vec<u8>| {
-                if !store.unique {
-                    key.extend_from_slice(&u64::MAX.to_be_bytes());
-                }
-                Arc::<[u8]>::from(key)
-            };
+            let all_ids = |key: Vec<u8>| store.entry_key(&key, u64::MAX);
             let lower = match start {
-                Bound::Included(k) => Bound::Included(Arc::<[u8]>::from(k)),
+                Bound::Included(k) => Bound::Included(EntryKey::from_vec(k)),
                 Bound::Excluded(k) => Bound::Excluded(all_ids(k)),
                 Bound::Unbounded => Bound::Unbounded,
             };
             let upper = match end {
                 Bound::Included(k) => Bound::Included(all_ids(k)),
-                Bound::Excluded(k) => Bound::Excluded(Arc::<[u8]>::from(k)),
+                Bound::Excluded(k) => Bound::Excluded(EntryKey::from_vec(k)),
                 Bound::Unbounded => Bound::Unbounded,
             };
-            store.entries.range((lower, upper))
+            (store, store.entries.key_range((lower, upper)))
         });
-        entries.into_iter().flatten().filter_map(move |e| {
-            // SAFETY: `View::new`'s contract is `Chain::visible`'s.
-            unsafe { e.value().visible(seq) }.copied()
+        entries.into_iter().flat_map(move |(store, keys)| {
+            keys.filter_map(move |e| store.entries.read_with(&e.value()[..], seq, |e| e.id))
         })
     }
 
-    /// The id holding `key` (encoded) in unique index `index`.
+    /// The document holding `key` (encoded) in unique index `index`, with its id.
     #[must_use]
-    pub fn unique_get(&self, index: usize, key: &[u8]) -> Option<u64> {
+    pub fn unique_get(&self, index: usize, key: &[u8]) -> Option<(u64, &'s AlignedVec)> {
         let store = self.store.indexes.get(index)?;
         debug_assert!(store.unique);
-        let points = store.points.pin();
-        let chain = points.get(key)?;
-        // SAFETY: `View::new`'s contract is `Chain::visible`'s.
-        unsafe { chain.visible(self.seq) }.copied()
+        // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and the projection points into the `Arc`'s
+        // allocation.
+        unsafe {
+            store.entries.read(key, self.seq, |e: &IndexEntry| {
+                e.doc.as_deref().map(|doc| (e.id, doc))
+            })
+        }
     }
 
     /// Checks that every index holds exactly the entries its documents call for, and the count (for tests and
@@ -746,7 +668,7 @@ impl<'s> View<'s> {
     /// # Errors
     /// The first disagreement.
     pub fn check_indexes(&self, defs: &[IndexDef]) -> Result<(), String> {
-        let docs: Vec<(u64, &DocBytes)> = self.iter().collect();
+        let docs: Vec<(u64, &AlignedVec)> = self.iter().collect();
         if docs.len() != self.count {
             return Err(format!(
                 "{} documents visible, the version counts {}",
@@ -754,27 +676,33 @@ impl<'s> View<'s> {
                 self.count
             ));
         }
-        for (i, (def, store)) in defs.iter().zip(&self.store.indexes).enumerate() {
+        for (def, store) in defs.iter().zip(&self.store.indexes) {
             let mut expected: Vec<(Vec<u8>, u64)> = docs
                 .iter()
                 .filter_map(|(id, doc)| (def.extract)(doc).map(|k| (k, *id)))
                 .collect();
             expected.sort();
-            let found: Vec<(Vec<u8>, u64)> = store
-                .entries
-                .iter()
-                .filter_map(|e| {
-                    // SAFETY: `View::new`'s contract is `Chain::visible`'s.
-                    let id = *unsafe { e.value().visible(self.seq) }?;
-                    let key = e.key();
-                    let key = if store.unique {
-                        key.to_vec()
-                    } else {
-                        key[..key.len().saturating_sub(8)].to_vec()
-                    };
-                    Some((key, id))
-                })
-                .collect();
+            let mut found: Vec<(Vec<u8>, u64)> = Vec::with_capacity(expected.len());
+            for entry in store.entries.keys() {
+                let key = entry.value();
+                let Some((id, doc)) = store.entries.read_with(&key[..], self.seq, |e| {
+                    (e.id, e.doc.as_ref().map(Arc::as_ptr))
+                }) else {
+                    continue;
+                };
+                if store.unique && doc != self.get(id).map(std::ptr::from_ref) {
+                    return Err(format!(
+                        "unique index {}: the entry of document {id} holds another version of it",
+                        def.name
+                    ));
+                }
+                let key = if store.unique {
+                    key.to_vec()
+                } else {
+                    key[..key.len().saturating_sub(8)].to_vec()
+                };
+                found.push((key, id));
+            }
             if expected != found {
                 return Err(format!(
                     "index {} has {} entries, documents call for {}",
@@ -782,16 +710,6 @@ impl<'s> View<'s> {
                     found.len(),
                     expected.len()
                 ));
-            }
-            if store.unique {
-                for (key, id) in &expected {
-                    if self.unique_get(i, key) != Some(*id) {
-                        return Err(format!(
-                            "unique index {}: the point lookup disagrees for document {id}",
-                            def.name
-                        ));
-                    }
-                }
             }
         }
         Ok(())

@@ -1,132 +1,257 @@
-//! Version chains: the multi-version record of one document, or of one index entry.
+//! Multi-version maps: every version of a key that a live snapshot may read.
 //!
-//! A [`Chain`] is a list of [`Version`]s, newest first, each stamped with the sequence number of the commit that
-//! wrote it. A reader with a snapshot at sequence number `S` sees the newest version stamped `≤ S`. Only the one
-//! committer (holding the database's commit lock) changes chains; readers never take a lock.
+//! A [`VersionedMap`] maps each key to its newest [`Version`], stored inline in a hash map entry (`papaya`: readers
+//! take no lock), followed by older versions, newest first, each stamped with the sequence number of the commit
+//! that wrote it; a removal is a version without a value. The keys are also kept in order in a skip list
+//! (`crossbeam-skiplist`) for iteration and ranges. A reader with a snapshot at sequence number `S` sees the newest
+//! version stamped `≤ S`. Only the one committer (holding the database's commit lock) writes; a write replaces the
+//! hash map entry with a new newest version whose older link holds a copy of the previous one.
 //!
-//! Reclamation. The database tracks every live snapshot (see `db::Registry`); the *horizon* is the lowest
-//! sequence number any of them reads at. [`Chain::prune`] with a horizon `H` cuts the chain after its newest
-//! version stamped `≤ H`. Invariant: **a version visible at a live snapshot is never cut off**: the version a
-//! snapshot at `S ≥ H` sees is the newest stamped `≤ S`, which is that version or a newer one. That is what lets
-//! [`Chain::visible`] return a reference that outlives its own loads: the chain keeps the version alive for as
-//! long as the snapshot lives. Traversal itself is memory-safe regardless (links are `ArcSwap`s).
+//! Reclamation. The database tracks every live snapshot; the *horizon* is the lowest sequence number any of them
+//! reads at. [`VersionedMap::prune`] with a horizon `H` cuts a key's versions after its newest version stamped
+//! `≤ H`, and forgets the key if that version is a removal. Invariant: **a version visible at a live snapshot is
+//! never cut off**: the version a snapshot at `S ≥ H` sees is the newest stamped `≤ S`, which is that version or a
+//! newer one. Values are `Arc`s (or plain copies): a replaced hash map entry is freed once no reader holds the
+//! map's guard, but its value lives on in the copy that the new entry links to. That is what lets
+//! [`VersionedMap::read`] return a reference into a value that outlives the lookup: some linked version holds the
+//! value for as long as the snapshot lives. Walking older versions is memory-safe regardless (links are
+//! `ArcSwap`s).
 
+use std::borrow::Borrow;
+use std::hash::Hash;
+use std::ops::RangeBounds;
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwapOption;
+use crossbeam_skiplist::SkipSet;
 
-/// One version: the value (or its absence: a removal) as of commit `seq`.
+type Hasher = foldhash::fast::RandomState;
+
+/// One version: the value (or its absence: a removal) as of commit `seq`, and the version before it.
 pub(crate) struct Version<P> {
     seq: u64,
     value: Option<P>,
     older: ArcSwapOption<Version<P>>,
 }
 
-/// The versions of one key, newest first.
-pub(crate) struct Chain<P> {
-    head: ArcSwap<Version<P>>,
-}
-
-impl<P> std::fmt::Debug for Chain<P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let head = self.head.load();
-        f.debug_struct("Chain")
-            .field("seq", &head.seq)
-            .field("present", &head.value.is_some())
-            .finish_non_exhaustive()
+impl<P: Clone> Version<P> {
+    /// The value a snapshot at `seq` sees, from this version back: `None` if the key did not exist then or was
+    /// removed. Calls `f` on it while this version is borrowed.
+    fn visible<R>(&self, seq: u64, f: impl FnOnce(&P) -> R) -> Option<R> {
+        if self.seq <= seq {
+            return self.value.as_ref().map(f);
+        }
+        // An older snapshot than the newest commit of this key: walk back (rare; each step holds its version).
+        let mut current = self.older.load_full();
+        loop {
+            match current {
+                None => return None,
+                Some(version) if version.seq <= seq => return version.value.as_ref().map(f),
+                Some(version) => current = version.older.load_full(),
+            }
+        }
     }
 }
 
-impl<P: Clone> Chain<P> {
-    /// A chain whose only version is `value` as of `seq`.
-    pub(crate) fn new(seq: u64, value: Option<P>) -> Self {
+/// What a write did to a key's versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// The key is new.
+    Added,
+    /// An older version is kept for snapshots that may read it: prune the key once the horizon reaches the write.
+    Superseded,
+    /// Nothing older is kept (history not asked for, or nothing superseded).
+    Replaced,
+    /// A removal with no history kept: the key is gone.
+    Forgotten,
+    /// A removal of a key that does not exist: nothing changed.
+    Absent,
+}
+
+/// Keys in order, each with its versions. See the module documentation.
+pub(crate) struct VersionedMap<K, P> {
+    heads: papaya::HashMap<K, Version<P>, Hasher>,
+    order: SkipSet<K>,
+}
+
+impl<K, P> VersionedMap<K, P>
+where
+    K: Hash + Ord + Clone + Send + Sync + 'static,
+    P: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new() -> Self {
         Self {
-            head: ArcSwap::from_pointee(Version {
-                seq,
-                value,
-                older: ArcSwapOption::empty(),
-            }),
+            // Blocking resizes: the committer copies the table in one go when it grows (readers keep using the old
+            // table meanwhile). Incremental resizing spread the copy over later writes but cost each write far
+            // more in total (a third of a one-document commit while growing, measured).
+            heads: papaya::HashMap::builder()
+                .hasher(Hasher::default())
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
+            order: SkipSet::new(),
         }
     }
 
-    /// Sequence number of the newest version.
-    pub(crate) fn latest_seq(&self) -> u64 {
-        self.head.load().seq
+    /// Number of keys (including removed ones not yet forgotten).
+    pub(crate) fn key_count(&self) -> usize {
+        self.order.len()
     }
 
-    /// The newest value (committed, possibly not yet published).
-    pub(crate) fn latest(&self) -> Option<P> {
-        self.head.load().value.clone()
+    /// The newest version of `key`: its sequence number and value (committed, possibly not yet published).
+    pub(crate) fn latest<Q>(&self, key: &Q) -> Option<(u64, Option<P>)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let heads = self.heads.pin();
+        heads.get(key).map(|v| (v.seq, v.value.clone()))
     }
 
-    /// Writes `value` as of `seq` (the committer only; `seq` is at least the newest version's). With `keep_older`,
-    /// older versions stay for snapshots that still read them; returns whether a version was superseded (the
-    /// chain then has garbage for [`Chain::prune`] once the horizon reaches `seq`). A second write at the same
-    /// `seq` replaces the first.
-    pub(crate) fn write(&self, seq: u64, value: Option<P>, keep_older: bool) -> bool {
-        let head = self.head.load_full();
+    /// Writes `value` for `key` as of `seq` (the committer only; `seq` is at least the key's newest). With
+    /// `keep_older`, the previous version stays for snapshots that still read it; without (replay and rebuilds,
+    /// where no snapshot reads the map), it goes at once. A second write at the same `seq` replaces the first (no
+    /// snapshot sees an unpublished `seq`).
+    pub(crate) fn write(&self, key: K, seq: u64, value: Option<P>, keep_older: bool) -> Written {
+        let heads = self.heads.pin();
+        let Some(head) = heads.get(&key) else {
+            if value.is_none() {
+                return Written::Absent;
+            }
+            heads.insert(
+                key.clone(),
+                Version {
+                    seq,
+                    value,
+                    older: ArcSwapOption::empty(),
+                },
+            );
+            self.order.insert(key);
+            return Written::Added;
+        };
         debug_assert!(seq >= head.seq, "versions are written in commit order");
         let older = if head.seq == seq {
             head.older.load_full()
         } else if keep_older {
-            Some(head)
+            Some(Arc::new(Version {
+                seq: head.seq,
+                value: head.value.clone(),
+                older: ArcSwapOption::new(head.older.load_full()),
+            }))
         } else {
             None
         };
-        let superseded = older.is_some();
-        self.head.store(Arc::new(Version {
-            seq,
-            value,
-            older: ArcSwapOption::new(older),
-        }));
-        superseded
-    }
-
-    /// Drops every version no snapshot at or above `horizon` can see. Returns whether the whole chain now says
-    /// "absent" to every such snapshot (then the key itself can go).
-    pub(crate) fn prune(&self, horizon: u64) -> bool {
-        let head = self.head.load_full();
-        let mut current = Arc::clone(&head);
-        loop {
-            if current.seq <= horizon {
-                current.older.store(None);
-                break;
-            }
-            match current.older.load_full() {
-                Some(older) => current = older,
-                None => break,
-            }
+        if value.is_none() && older.is_none() {
+            heads.remove(&key);
+            self.order.remove(&key);
+            return Written::Forgotten;
         }
-        head.seq <= horizon && head.value.is_none()
+        let written = if older.is_some() {
+            Written::Superseded
+        } else {
+            Written::Replaced
+        };
+        heads.insert(
+            key,
+            Version {
+                seq,
+                value,
+                older: ArcSwapOption::new(older),
+            },
+        );
+        written
     }
 
-    /// The value a snapshot at `seq` sees: `None` if the key did not exist or was removed as of `seq`.
+    /// Records that `key`, absent from this map, was removed by commit `seq` (so that its removal is still known
+    /// until pruned: conflict detection for writers that began before it).
+    pub(crate) fn record_removal(&self, key: K, seq: u64) {
+        let heads = self.heads.pin();
+        debug_assert!(heads.get(&key).is_none());
+        heads.insert(
+            key.clone(),
+            Version {
+                seq,
+                value: None,
+                older: ArcSwapOption::empty(),
+            },
+        );
+        self.order.insert(key);
+    }
+
+    /// Drops every version of `key` that no snapshot at or above `horizon` can see, and the key itself if no such
+    /// snapshot sees a value. The committer's only.
+    pub(crate) fn prune(&self, key: &K, horizon: u64) {
+        let heads = self.heads.pin();
+        let Some(head) = heads.get(key) else { return };
+        if head.seq <= horizon {
+            if head.value.is_none() {
+                heads.remove(key);
+                self.order.remove(key);
+            } else {
+                head.older.store(None);
+            }
+            return;
+        }
+        let mut current = head.older.load_full();
+        while let Some(version) = current {
+            if version.seq <= horizon {
+                version.older.store(None);
+                return;
+            }
+            current = version.older.load_full();
+        }
+    }
+
+    /// `f` of the value of `key` a snapshot at `seq` sees.
+    pub(crate) fn read_with<Q, R>(&self, key: &Q, seq: u64, f: impl FnOnce(&P) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let heads = self.heads.pin();
+        heads.get(key)?.visible(seq, f)
+    }
+
+    /// What a snapshot at `seq` sees of `key`: `project` of its value, some data and a reference into what the value
+    /// owns (the target of an `Arc`), which outlives the lookup (`None` if the key is absent then, or `project`
+    /// says so).
     ///
     /// # Safety
-    /// A snapshot at `seq` must be registered with the database for all of `'s`, so that no [`Chain::prune`]
-    /// during `'s` gets a horizon above `seq` (module invariant). The chain itself need not outlive `'s`: when a
-    /// chain is dropped from its map, no snapshot at or above the horizon sees a value in it.
-    pub(crate) unsafe fn visible<'s>(&self, seq: u64) -> Option<&'s P> {
-        let head = self.head.load();
-        let found: *const Version<P> = if head.seq <= seq {
-            Arc::as_ptr(&head)
-        } else {
-            // An older snapshot than the newest commit: walk back (rare; each step holds its version).
-            let mut current = head.older.load_full();
-            loop {
-                match current {
-                    None => return None,
-                    Some(version) if version.seq <= seq => break Arc::as_ptr(&version),
-                    Some(version) => current = version.older.load_full(),
-                }
-            }
-        };
-        // SAFETY: `found` is the newest version stamped `≤ seq`. By the caller's contract the horizon stays `≤ seq`
-        // during `'s`, so no prune cuts this version off (module invariant): the version before it in the chain
-        // (or the chain's head) keeps its `Arc` alive, and a head is only replaced by a write at a newer `seq`,
-        // which keeps the old head as its older version (or, at equal `seq`, is a write by the committer to a
-        // commit no snapshot sees yet). The value is never mutated after construction.
-        unsafe { (*found).value.as_ref() }
+    /// A snapshot at `seq` must be registered with the database for all of `'s`, so that no prune during `'s` gets a
+    /// horizon above `seq` (module invariant); and `project` must return a reference into memory the value owns
+    /// through a pointer (never into the value itself, which may live in a hash map entry that a later write
+    /// replaces).
+    pub(crate) unsafe fn read<'s, Q, T, R: ?Sized + 's>(
+        &self,
+        key: &Q,
+        seq: u64,
+        project: impl FnOnce(&P) -> Option<(T, &R)>,
+    ) -> Option<(T, &'s R)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let heads = self.heads.pin();
+        let (data, found): (T, *const R) = heads.get(key)?.visible(seq, |p| {
+            project(p).map(|(data, r)| (data, std::ptr::from_ref(r)))
+        })??;
+        // SAFETY: `found` points into memory owned through the value the snapshot at `seq` sees. That version is
+        // never cut off while the snapshot lives (module invariant, by the caller's contract), and when a write
+        // replaces the hash map entry holding it, the new entry links to a copy holding the same owner, so the
+        // memory stays allocated and unchanged (values are immutable) for all of `'s`.
+        Some((data, unsafe { &*found }))
+    }
+
+    /// Every key, in order (including removed ones not yet forgotten).
+    pub(crate) fn keys(&self) -> crossbeam_skiplist::set::Iter<'_, K> {
+        self.order.iter()
+    }
+
+    /// The keys in `range`, in order (including removed ones not yet forgotten).
+    pub(crate) fn key_range<R: RangeBounds<K>>(
+        &self,
+        range: R,
+    ) -> crossbeam_skiplist::set::Range<'_, K, R, K> {
+        self.order.range(range)
     }
 }
 
@@ -134,54 +259,85 @@ impl<P: Clone> Chain<P> {
 mod tests {
     use super::*;
 
+    fn map() -> VersionedMap<u64, Arc<str>> {
+        VersionedMap::new()
+    }
+
+    fn read(m: &VersionedMap<u64, Arc<str>>, key: u64, seq: u64) -> Option<String> {
+        // SAFETY: the reference is copied out at once, and nothing prunes meanwhile.
+        unsafe { m.read(&key, seq, |s: &Arc<str>| Some(((), &**s))) }.map(|((), s)| s.to_owned())
+    }
+
     #[test]
     fn snapshots_see_the_newest_version_at_or_below_them() {
-        let chain = Chain::new(2, Some("a"));
-        assert!(chain.write(5, Some("b"), true));
-        assert!(chain.write(7, None, true));
-        // SAFETY: nothing prunes the chain in this test.
-        unsafe {
-            assert_eq!(chain.visible(1), None);
-            assert_eq!(chain.visible(2), Some(&"a"));
-            assert_eq!(chain.visible(4), Some(&"a"));
-            assert_eq!(chain.visible(5), Some(&"b"));
-            assert_eq!(chain.visible(6), Some(&"b"));
-            assert_eq!(chain.visible(7), None);
-        }
-        assert_eq!(chain.latest_seq(), 7);
+        let m = map();
+        assert_eq!(m.write(1, 2, Some("a".into()), true), Written::Added);
+        assert_eq!(m.write(1, 5, Some("b".into()), true), Written::Superseded);
+        assert_eq!(m.write(1, 7, None, true), Written::Superseded);
+        assert_eq!(read(&m, 1, 1), None);
+        assert_eq!(read(&m, 1, 2).as_deref(), Some("a"));
+        assert_eq!(read(&m, 1, 4).as_deref(), Some("a"));
+        assert_eq!(read(&m, 1, 5).as_deref(), Some("b"));
+        assert_eq!(read(&m, 1, 6).as_deref(), Some("b"));
+        assert_eq!(read(&m, 1, 7), None);
+        assert_eq!(
+            m.latest(&1).map(|(seq, v)| (seq, v.is_some())),
+            Some((7, false))
+        );
     }
 
     #[test]
     fn prune_keeps_what_the_horizon_sees() {
-        let chain = Chain::new(2, Some(1));
-        chain.write(5, Some(2), true);
-        chain.write(7, Some(3), true);
-        assert!(!chain.prune(5));
-        // SAFETY: horizon 5; reads at 5 and above.
-        unsafe {
-            assert_eq!(chain.visible(5), Some(&2));
-            assert_eq!(chain.visible(6), Some(&2));
-            assert_eq!(chain.visible(8), Some(&3));
-            // Below the horizon the history is gone.
-            assert_eq!(chain.visible(3), None);
-        }
-        chain.write(9, None, true);
-        assert!(!chain.prune(8), "a snapshot at 8 still sees 3");
-        assert!(chain.prune(9));
+        let m = map();
+        m.write(1, 2, Some("x".into()), true);
+        m.write(1, 5, Some("y".into()), true);
+        m.write(1, 7, Some("z".into()), true);
+        m.prune(&1, 5);
+        assert_eq!(read(&m, 1, 5).as_deref(), Some("y"));
+        assert_eq!(read(&m, 1, 6).as_deref(), Some("y"));
+        assert_eq!(read(&m, 1, 8).as_deref(), Some("z"));
+        assert_eq!(
+            read(&m, 1, 3),
+            None,
+            "below the horizon the history is gone"
+        );
+        m.write(1, 9, None, true);
+        m.prune(&1, 8);
+        assert_eq!(m.key_count(), 1, "a snapshot at 8 still sees z");
+        assert_eq!(read(&m, 1, 8).as_deref(), Some("z"));
+        m.prune(&1, 9);
+        assert_eq!(m.key_count(), 0);
+        assert!(m.latest(&1).is_none());
     }
 
     #[test]
     fn a_second_write_at_one_seq_replaces_the_first() {
-        let chain = Chain::new(2, Some(1));
-        assert!(chain.write(4, None, true));
-        assert!(chain.write(4, Some(9), true));
-        // SAFETY: nothing prunes the chain in this test.
-        unsafe {
-            assert_eq!(chain.visible(4), Some(&9));
-            assert_eq!(chain.visible(3), Some(&1));
+        let m = map();
+        m.write(1, 2, Some("a".into()), true);
+        m.write(1, 4, None, true);
+        m.write(1, 4, Some("b".into()), true);
+        assert_eq!(read(&m, 1, 4).as_deref(), Some("b"));
+        assert_eq!(read(&m, 1, 3).as_deref(), Some("a"));
+        assert_eq!(m.write(1, 6, Some("c".into()), false), Written::Replaced);
+        assert_eq!(read(&m, 1, 5), None);
+        assert_eq!(m.write(1, 8, None, false), Written::Forgotten);
+        assert_eq!(m.key_count(), 0);
+        assert_eq!(m.write(1, 9, None, true), Written::Absent);
+    }
+
+    #[test]
+    fn a_reference_outlives_the_replacement_of_its_entry() {
+        let m = map();
+        m.write(1, 1, Some("first".into()), true);
+        let held = {
+            // SAFETY: a snapshot at 1 is "live" for the rest of this test: nothing prunes below 2... at all.
+            unsafe { m.read(&1, 1, |s: &Arc<str>| Some(((), &**s))) }
+                .unwrap()
+                .1
+        };
+        for seq in 2..100 {
+            m.write(1, seq, Some(format!("v{seq}").into()), true);
         }
-        assert!(!chain.write(6, Some(10), false));
-        // SAFETY: as above.
-        unsafe { assert_eq!(chain.visible(5), None) };
+        assert_eq!(held, "first");
     }
 }
