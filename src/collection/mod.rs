@@ -84,7 +84,21 @@ pub type DocBytes = Arc<AlignedVec>;
 /// # Errors
 /// rkyv's error, as text (serialization of plain data does not fail in practice).
 pub fn serialize<T: Document>(value: &T) -> Result<AlignedVec, String> {
-    rkyv::to_bytes::<rancor::Error>(value).map_err(|e| e.to_string())
+    thread_local! {
+        /// Where documents are serialized before being copied out at their exact size: growing a fresh buffer
+        /// step by step cost several reallocations per document and left up to half of it unused.
+        static SCRATCH: std::cell::Cell<AlignedVec> = std::cell::Cell::new(AlignedVec::new());
+    }
+    let mut scratch = SCRATCH.take();
+    scratch.clear();
+    let result = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, scratch);
+    let scratch = result.map_err(|e| e.to_string())?;
+    let mut bytes = AlignedVec::with_capacity(scratch.len());
+    bytes.extend_from_slice(&scratch);
+    if scratch.capacity() <= 1 << 20 {
+        SCRATCH.set(scratch);
+    }
+    Ok(bytes)
 }
 
 /// Checks that `bytes` are a valid archive of `T` (bytecheck). Run once per document when a recovered collection is
