@@ -16,7 +16,6 @@ use std::sync::atomic::AtomicU64;
 
 use crate::publish::{Publisher, Versioned};
 use parking_lot::{Mutex, RwLock};
-use rkyv::util::AlignedVec;
 
 use crate::collection::{
     self, ApplyError, Document, IndexDef, IndexKey, PrimaryKeyFn, Spec, Store, View, Write,
@@ -594,11 +593,7 @@ impl Database {
                 .binding
                 .as_ref()
                 .map_or_else(|| Arc::from(Vec::new()), |b| Arc::clone(&b.defs));
-            let doc = (op.op == OP_PUT).then(|| {
-                let mut aligned = AlignedVec::with_capacity(op.body.len());
-                aligned.extend_from_slice(op.body);
-                Arc::new(aligned)
-            });
+            let doc = (op.op == OP_PUT).then(|| collection::DocBytes::copy_from(op.body));
             ops.push(Op {
                 slot,
                 name: op.name.into(),
@@ -1221,11 +1216,7 @@ fn redo(
                 catalog.slots[slot as usize].declared_type = Some(label.to_owned());
             }
             _ => {
-                let doc = (op.op == OP_PUT).then(|| {
-                    let mut aligned = AlignedVec::with_capacity(op.body.len());
-                    aligned.extend_from_slice(op.body);
-                    Arc::new(aligned)
-                });
+                let doc = (op.op == OP_PUT).then(|| collection::DocBytes::copy_from(op.body));
                 // One write per document and transaction (a log that repeats one: the last counts).
                 ops.retain(|o| (o.slot, o.id) != (slot, op.id));
                 ops.push(Op {

@@ -12,8 +12,6 @@ use std::time::Duration;
 
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 
-use rkyv::util::AlignedVec;
-
 use crate::collection::{self, DocBytes, Document, IndexDef};
 use crate::db::{
     Collection, CommitInfo, CommitState, Database, DbVersion, ROLE_PARTICIPANT, check_writes,
@@ -131,7 +129,7 @@ impl<'db> Transaction<'db> {
         self.get(collection, id).is_some()
     }
 
-    fn serialize<T: Document>(&self, collection: &Collection<T>, value: &T) -> Result<AlignedVec> {
+    fn serialize<T: Document>(&self, collection: &Collection<T>, value: &T) -> Result<DocBytes> {
         collection.check_owner(self.db)?;
         let bytes = collection::serialize(value)
             .map_err(|e| Error::InvalidOptions(format!("serialization failed: {e}")))?;
@@ -174,7 +172,7 @@ impl<'db> Transaction<'db> {
                 id,
             });
         }
-        self.push(collection, id, Some(Arc::new(bytes)));
+        self.push(collection, id, Some(bytes));
         Ok(id)
     }
 
@@ -192,7 +190,7 @@ impl<'db> Transaction<'db> {
         collection
             .ids
             .fetch_max(id.saturating_add(1), Ordering::Relaxed);
-        self.push(collection, id, Some(Arc::new(bytes)));
+        self.push(collection, id, Some(bytes));
         Ok(())
     }
 

@@ -76,25 +76,75 @@ impl<T> Document for T where
 {
 }
 
-/// Bytes of one stored document (16-byte aligned, as rkyv needs).
-pub type DocBytes = Arc<AlignedVec>;
+/// Sixteen bytes, 16-byte aligned: the unit a document's archive is stored in.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(16))]
+struct Block([u8; 16]);
+
+/// The bytes of one stored document: immutable, shared, and 16-byte aligned as rkyv needs. One allocation holds the
+/// reference counts and the bytes, so reaching a document from its map entry is one pointer.
+#[derive(Clone)]
+pub struct DocBytes {
+    blocks: Arc<[Block]>,
+    len: usize,
+}
+
+impl DocBytes {
+    /// A copy of `bytes`.
+    #[must_use]
+    pub fn copy_from(bytes: &[u8]) -> Self {
+        let blocks = bytes
+            .chunks(16)
+            .map(|chunk| {
+                let mut block = [0u8; 16];
+                block[..chunk.len()].copy_from_slice(chunk);
+                Block(block)
+            })
+            .collect();
+        Self {
+            blocks,
+            len: bytes.len(),
+        }
+    }
+
+    /// The bytes (their address is a multiple of 16).
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<Block, u8>(&self.blocks)[..self.len]
+    }
+}
+
+impl std::ops::Deref for DocBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl Debug for DocBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocBytes")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Serializes a document once.
 ///
 /// # Errors
 /// rkyv's error, as text (serialization of plain data does not fail in practice).
-pub fn serialize<T: Document>(value: &T) -> Result<AlignedVec, String> {
+pub fn serialize<T: Document>(value: &T) -> Result<DocBytes, String> {
     thread_local! {
-        /// Where documents are serialized before being copied out at their exact size: growing a fresh buffer
-        /// step by step cost several reallocations per document and left up to half of it unused.
+        /// Where documents are serialized before being copied out at their exact size (growing a fresh buffer step
+        /// by step cost several reallocations per document).
         static SCRATCH: std::cell::Cell<AlignedVec> = std::cell::Cell::new(AlignedVec::new());
     }
     let mut scratch = SCRATCH.take();
     scratch.clear();
     let result = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, scratch);
     let scratch = result.map_err(|e| e.to_string())?;
-    let mut bytes = AlignedVec::with_capacity(scratch.len());
-    bytes.extend_from_slice(&scratch);
+    let bytes = DocBytes::copy_from(&scratch);
     if scratch.capacity() <= 1 << 20 {
         SCRATCH.set(scratch);
     }
@@ -106,26 +156,30 @@ pub fn serialize<T: Document>(value: &T) -> Result<AlignedVec, String> {
 ///
 /// # Errors
 /// What failed to validate.
-pub fn validate<T: Document>(bytes: &AlignedVec) -> Result<(), String> {
+pub fn validate<T: Document>(bytes: &[u8]) -> Result<(), String> {
     rkyv::access::<T::Archived, rancor::Error>(bytes)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
-/// The archived view of document bytes of a collection bound to `T`.
+/// The archived view of document bytes of a collection bound to `T` (the bytes of a [`DocBytes`]).
 #[must_use]
-pub fn archived<T: Document>(bytes: &AlignedVec) -> &T::Archived {
+pub fn archived<T: Document>(bytes: &[u8]) -> &T::Archived {
+    debug_assert!(
+        bytes.as_ptr().addr().is_multiple_of(16),
+        "documents are 16-byte aligned"
+    );
     // SAFETY: module invariant: every document of a collection bound to `T` was serialized from a `T` by this
-    // process or validated as a `T::Archived` with bytecheck before the collection was bound; `AlignedVec` keeps
-    // the 16-byte alignment rkyv's layout needs, and the bytes are immutable behind their `Arc`.
+    // process or validated as a `T::Archived` with bytecheck before the collection was bound; `DocBytes` keeps the
+    // 16-byte alignment rkyv's layout needs, and the bytes are immutable behind their `Arc`.
     unsafe { rkyv::access_unchecked::<T::Archived>(bytes) }
 }
 
 /// A collection's primary-key function: the id of a document, taken from the document.
 pub type PrimaryKeyFn<T> = Arc<dyn Fn(&<T as Archive>::Archived) -> u64 + Send + Sync>;
 
-type Extract = Arc<dyn Fn(&AlignedVec) -> Option<Vec<u8>> + Send + Sync>;
-type Describe = Arc<dyn Fn(&AlignedVec) -> String + Send + Sync>;
+type Extract = Arc<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+type Describe = Arc<dyn Fn(&[u8]) -> String + Send + Sync>;
 
 /// One secondary index, erased over the document type.
 #[derive(Clone)]
@@ -565,7 +619,7 @@ impl Store {
     }
 }
 
-fn unique_error(def: &IndexDef, doc: &AlignedVec, holder: u64) -> ApplyError {
+fn unique_error(def: &IndexDef, doc: &[u8], holder: u64) -> ApplyError {
     ApplyError::Unique {
         index: Arc::clone(&def.name),
         key: (def.describe)(doc),
@@ -603,13 +657,13 @@ impl<'s> View<'s> {
 
     /// The document with this id.
     #[must_use]
-    pub fn get(&self, id: u64) -> Option<&'s AlignedVec> {
+    pub fn get(&self, id: u64) -> Option<&'s [u8]> {
         // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and the projection points into the `Arc`'s
         // allocation.
         unsafe {
             self.store
                 .docs
-                .read(&id, self.seq, |doc: &DocBytes| Some(((), &**doc)))
+                .read(&id, self.seq, |doc: &DocBytes| Some(((), doc.as_bytes())))
         }
         .map(|((), doc)| doc)
     }
@@ -627,7 +681,7 @@ impl<'s> View<'s> {
     }
 
     /// Documents in id order.
-    pub fn iter(self) -> impl DoubleEndedIterator<Item = (u64, &'s AlignedVec)> + 's {
+    pub fn iter(self) -> impl DoubleEndedIterator<Item = (u64, &'s [u8])> + 's {
         self.store.docs.keys().filter_map(move |e| {
             let id = *e.value();
             self.get(id).map(|doc| (id, doc))
@@ -664,14 +718,14 @@ impl<'s> View<'s> {
 
     /// The document holding `key` (encoded) in unique index `index`, with its id.
     #[must_use]
-    pub fn unique_get(&self, index: usize, key: &[u8]) -> Option<(u64, &'s AlignedVec)> {
+    pub fn unique_get(&self, index: usize, key: &[u8]) -> Option<(u64, &'s [u8])> {
         let store = self.store.indexes.get(index)?;
         debug_assert!(store.unique);
         // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and the projection points into the `Arc`'s
         // allocation.
         unsafe {
             store.entries.read(key, self.seq, |e: &IndexEntry| {
-                e.doc.as_deref().map(|doc| (e.id, doc))
+                e.doc.as_ref().map(|doc| (e.id, doc.as_bytes()))
             })
         }
     }
@@ -682,7 +736,7 @@ impl<'s> View<'s> {
     /// # Errors
     /// The first disagreement.
     pub fn check_indexes(&self, defs: &[IndexDef]) -> Result<(), String> {
-        let docs: Vec<(u64, &AlignedVec)> = self.iter().collect();
+        let docs: Vec<(u64, &[u8])> = self.iter().collect();
         if docs.len() != self.count {
             return Err(format!(
                 "{} documents visible, the version counts {}",
@@ -700,11 +754,11 @@ impl<'s> View<'s> {
             for entry in store.entries.keys() {
                 let key = entry.value();
                 let Some((id, doc)) = store.entries.read_with(&key[..], self.seq, |e| {
-                    (e.id, e.doc.as_ref().map(Arc::as_ptr))
+                    (e.id, e.doc.as_ref().map(|d| d.as_ptr()))
                 }) else {
                     continue;
                 };
-                if store.unique && doc != self.get(id).map(std::ptr::from_ref) {
+                if store.unique && doc != self.get(id).map(<[u8]>::as_ptr) {
                     return Err(format!(
                         "unique index {}: the entry of document {id} holds another version of it",
                         def.name
