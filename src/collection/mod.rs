@@ -27,7 +27,7 @@
 pub mod key;
 mod mvcc;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::Bound;
@@ -439,22 +439,24 @@ impl Store {
     /// [`ApplyError::Unique`].
     pub fn check_unique(&self, defs: &[IndexDef], writes: &[Write<'_>]) -> Result<(), ApplyError> {
         debug_assert_eq!(defs.len(), self.indexes.len());
+        // The batch's documents by id (for a holder that may give its key up), made only if needed.
+        let mut by_id: Option<HashMap<u64, Option<&DocBytes>, foldhash::fast::RandomState>> = None;
         for (def, index) in defs.iter().zip(&self.indexes) {
             if !def.unique {
                 continue;
             }
-            let mut taken: Vec<(Vec<u8>, u64, &DocBytes)> = Vec::new();
+            let mut taken: HashMap<Vec<u8>, (u64, &DocBytes), foldhash::fast::RandomState> =
+                HashMap::default();
             for write in writes {
                 let Some(doc) = write.doc else { continue };
                 let Some(key) = (def.extract)(doc) else {
                     continue;
                 };
-                if let Some((_, other, _)) = taken.iter().find(|(k, ..)| *k == key) {
-                    return Err(unique_error(def, doc, *other));
+                if let Some((other, _)) = taken.insert(key, (write.id, doc)) {
+                    return Err(unique_error(def, doc, other));
                 }
-                taken.push((key, write.id, doc));
             }
-            for (key, id, doc) in &taken {
+            for (key, (id, doc)) in &taken {
                 let Some((_, Some(IndexEntry { id: holder, .. }))) = index.entries.latest(&key[..])
                 else {
                     continue;
@@ -463,10 +465,10 @@ impl Store {
                     continue;
                 }
                 // The holder may give the key up in this batch.
-                let released = writes.iter().find(|w| w.id == holder).is_some_and(|w| {
-                    w.doc
-                        .and_then(|d| (def.extract)(d))
-                        .is_none_or(|k| k != *key)
+                let by_id =
+                    by_id.get_or_insert_with(|| writes.iter().map(|w| (w.id, w.doc)).collect());
+                let released = by_id.get(&holder).is_some_and(|doc| {
+                    doc.and_then(|d| (def.extract)(d)).is_none_or(|k| k != *key)
                 });
                 if !released {
                     return Err(unique_error(def, doc, holder));
