@@ -40,7 +40,7 @@ pub mod wal;
 #[cfg(not(loom))]
 pub use collection::{Document, IndexKey, Spec};
 #[cfg(not(loom))]
-pub use db::{Change, Collection, CommitInfo, Database, InDoubt, Options, Snapshot};
+pub use db::{Change, Collection, CommitInfo, Database, Docs, InDoubt, Options, Snapshot};
 #[cfg(not(loom))]
 pub use error::{Error, Result};
 #[cfg(not(loom))]

@@ -5,16 +5,18 @@
 //! operations. Nothing is visible to anyone else, or written to the log, before commit. Rollback (or drop) discards
 //! the buffer; a savepoint is a position in it.
 
+use std::cmp::Ordering as Order;
 use std::collections::HashMap;
+use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 
-use crate::collection::{self, DocBytes, Document, IndexDef};
+use crate::collection::{self, DocBytes, Document, IndexDef, IndexKey};
 use crate::db::{
-    Collection, CommitInfo, CommitState, Database, DbVersion, ROLE_PARTICIPANT, check_writes,
+    Collection, CommitInfo, CommitState, Database, DbVersion, Docs, ROLE_PARTICIPANT, check_writes,
     encode_decision, encode_op, encode_prepare,
 };
 use crate::error::{Error, Result};
@@ -123,6 +125,142 @@ impl<'db> Transaction<'db> {
                 .get(id)
                 .map(|d| collection::archived::<T>(d)),
         }
+    }
+
+    /// This transaction's last write of each document of `collection` that it writes (`None`: removed), by id.
+    fn own_writes(&self, slot: u32) -> Vec<(u64, Option<&DocBytes>)> {
+        let mut own: Vec<(u64, Option<&DocBytes>)> = self
+            .latest
+            .iter()
+            .filter(|((s, _), _)| *s == slot)
+            .map(|(&(_, id), &i)| (id, self.ops[i].doc.as_ref()))
+            .collect();
+        own.sort_unstable_by_key(|(id, _)| *id);
+        own
+    }
+
+    /// Number of documents as this transaction sees them.
+    #[must_use]
+    pub fn count<T: Document>(&self, collection: &Collection<T>) -> usize {
+        if collection.check_owner(self.db).is_err() {
+            return 0;
+        }
+        let view = self.snapshot.collection(collection.slot);
+        let mut count = view.map_or(0, |v| v.len());
+        for (id, doc) in self.own_writes(collection.slot) {
+            let before = view.and_then(|v| v.get(id)).is_some();
+            match (before, doc.is_some()) {
+                (false, true) => count += 1,
+                (true, false) => count -= 1,
+                _ => {}
+            }
+        }
+        count
+    }
+
+    /// Every document in id order as this transaction sees them: its own writes over its snapshot.
+    #[must_use]
+    pub fn iter<'t, T: Document>(&'t self, collection: &Collection<T>) -> Docs<'t, T> {
+        if collection.check_owner(self.db).is_err() {
+            return Box::new(std::iter::empty());
+        }
+        let slot = collection.slot;
+        let own: Vec<(u64, &'t [u8])> = self
+            .own_writes(slot)
+            .into_iter()
+            .filter_map(|(id, doc)| doc.map(|d| (id, d.as_bytes())))
+            .collect();
+        let seen = self
+            .snapshot
+            .collection(slot)
+            .into_iter()
+            .flat_map(move |v| {
+                v.iter()
+                    .filter(move |(id, _)| !self.latest.contains_key(&(slot, *id)))
+            });
+        Box::new(
+            Union::new(seen, own.into_iter(), |a, b| a.0.cmp(&b.0))
+                .map(|(id, doc)| (id, collection::archived::<T>(doc))),
+        )
+    }
+
+    /// Documents whose key in `index` lies in `range`, in index order (ties by id), as this transaction sees them:
+    /// its own writes (with their new keys) over its snapshot.
+    ///
+    /// # Errors
+    /// [`Error::UnknownIndex`]; [`Error::UnknownCollection`] for a handle of another database.
+    pub fn range<'t, T: Document, K: IndexKey>(
+        &'t self,
+        collection: &Collection<T>,
+        index: &str,
+        range: impl RangeBounds<K>,
+    ) -> Result<Docs<'t, T>> {
+        collection.check_owner(self.db)?;
+        let position = collection.index_position(index)?;
+        let slot = collection.slot;
+        let encode = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.to_key_bytes()),
+            Bound::Excluded(k) => Bound::Excluded(k.to_key_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let (start, end) = (encode(range.start_bound()), encode(range.end_bound()));
+        let def = &collection.defs[position];
+        let mut own: Vec<(Vec<u8>, u64, &'t [u8])> = self
+            .own_writes(slot)
+            .into_iter()
+            .filter_map(|(id, doc)| {
+                let doc = doc?.as_bytes();
+                let key = def.key_of(doc)?;
+                in_bounds(&key, &start, &end).then_some((key, id, doc))
+            })
+            .collect();
+        own.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let seen = self
+            .snapshot
+            .collection(slot)
+            .into_iter()
+            .flat_map(move |v| {
+                v.index_entries(position, start.clone(), end.clone())
+                    .filter(move |(_, id)| !self.latest.contains_key(&(slot, *id)))
+                    .map(move |(key, id)| {
+                        let doc = v.get(id).expect("index entries point at documents");
+                        (key.key().to_vec(), id, doc)
+                    })
+            });
+        Ok(Box::new(
+            Union::new(seen, own.into_iter(), |a, b| (&a.0, a.1).cmp(&(&b.0, b.1)))
+                .map(|(_, id, doc)| (id, collection::archived::<T>(doc))),
+        ))
+    }
+
+    /// Documents whose key in `index` equals `key`, as this transaction sees them.
+    ///
+    /// # Errors
+    /// As [`Transaction::range`].
+    pub fn find<'t, T: Document, K: IndexKey>(
+        &'t self,
+        collection: &Collection<T>,
+        index: &str,
+        key: &K,
+    ) -> Result<Docs<'t, T>> {
+        self.range::<T, K>(
+            collection,
+            index,
+            (Bound::Included(key), Bound::Included(key)),
+        )
+    }
+
+    /// The first document whose key in `index` equals `key`, as this transaction sees them.
+    ///
+    /// # Errors
+    /// As [`Transaction::range`].
+    pub fn find_one<'t, T: Document, K: IndexKey>(
+        &'t self,
+        collection: &Collection<T>,
+        index: &str,
+        key: &K,
+    ) -> Result<Option<(u64, &'t T::Archived)>> {
+        Ok(self.find(collection, index, key)?.next())
     }
 
     fn exists<T: Document>(&self, collection: &Collection<T>, id: u64) -> bool {
@@ -404,5 +542,95 @@ impl Participant for DatabaseParticipant {
         };
         debug_assert_eq!(prepared.txid, txid);
         self.db.inner.log_abort(txid)
+    }
+}
+
+/// Whether the encoded key `key` lies between `start` and `end`.
+fn in_bounds(key: &[u8], start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
+    let above = match start {
+        Bound::Included(s) => key >= s.as_slice(),
+        Bound::Excluded(s) => key > s.as_slice(),
+        Bound::Unbounded => true,
+    };
+    let below = match end {
+        Bound::Included(e) => key <= e.as_slice(),
+        Bound::Excluded(e) => key < e.as_slice(),
+        Bound::Unbounded => true,
+    };
+    above && below
+}
+
+/// The union of two sorted iterators with no element in common, in order from both ends.
+struct Union<A: Iterator, B, F> {
+    a: A,
+    b: B,
+    /// Elements taken from one end and not yet yielded.
+    a_front: Option<A::Item>,
+    a_back: Option<A::Item>,
+    b_front: Option<A::Item>,
+    b_back: Option<A::Item>,
+    cmp: F,
+}
+
+impl<A, B, F> Union<A, B, F>
+where
+    A: DoubleEndedIterator,
+    B: DoubleEndedIterator<Item = A::Item>,
+    F: Fn(&A::Item, &A::Item) -> Order,
+{
+    fn new(a: A, b: B, cmp: F) -> Self {
+        Self {
+            a,
+            b,
+            a_front: None,
+            a_back: None,
+            b_front: None,
+            b_back: None,
+            cmp,
+        }
+    }
+}
+
+impl<A, B, F> Iterator for Union<A, B, F>
+where
+    A: DoubleEndedIterator,
+    B: DoubleEndedIterator<Item = A::Item>,
+    F: Fn(&A::Item, &A::Item) -> Order,
+{
+    type Item = A::Item;
+
+    fn next(&mut self) -> Option<A::Item> {
+        if self.a_front.is_none() {
+            self.a_front = self.a.next().or_else(|| self.a_back.take());
+        }
+        if self.b_front.is_none() {
+            self.b_front = self.b.next().or_else(|| self.b_back.take());
+        }
+        match (&self.a_front, &self.b_front) {
+            (Some(a), Some(b)) if (self.cmp)(a, b) == Order::Greater => self.b_front.take(),
+            (Some(_), _) => self.a_front.take(),
+            (None, _) => self.b_front.take(),
+        }
+    }
+}
+
+impl<A, B, F> DoubleEndedIterator for Union<A, B, F>
+where
+    A: DoubleEndedIterator,
+    B: DoubleEndedIterator<Item = A::Item>,
+    F: Fn(&A::Item, &A::Item) -> Order,
+{
+    fn next_back(&mut self) -> Option<A::Item> {
+        if self.a_back.is_none() {
+            self.a_back = self.a.next_back().or_else(|| self.a_front.take());
+        }
+        if self.b_back.is_none() {
+            self.b_back = self.b.next_back().or_else(|| self.b_front.take());
+        }
+        match (&self.a_back, &self.b_back) {
+            (Some(a), Some(b)) if (self.cmp)(a, b) == Order::Less => self.b_back.take(),
+            (Some(_), _) => self.a_back.take(),
+            (None, _) => self.b_back.take(),
+        }
     }
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use collection_store::wal::{Durability, LogStorage, MemStorage};
 use collection_store::{
-    Collection, Database, Error, IndexKey, Options, Savepoint, Snapshot, Spec, Transaction,
+    Collection, Database, Docs, Error, IndexKey, Options, Savepoint, Snapshot, Spec, Transaction,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
@@ -578,10 +578,97 @@ fn in_bounds<K: Ord>(k: &K, lo: &Bound<K>, hi: &Bound<K>) -> bool {
     above && below
 }
 
+/// What both a snapshot and a transaction can be asked (a transaction answers with its own writes over its
+/// snapshot).
+trait Reads {
+    fn range_of<'r, K: IndexKey>(
+        &'r self,
+        coll: &Collection<Item>,
+        index: &str,
+        lo: Bound<K>,
+        hi: Bound<K>,
+    ) -> Docs<'r, Item>;
+    fn find_of<'r>(&'r self, coll: &Collection<Item>, index: &str, value: &str) -> Docs<'r, Item>;
+    fn find_one_of(&self, coll: &Collection<Item>, index: &str, value: &str) -> Option<u64>;
+    fn iter_of<'r>(&'r self, coll: &Collection<Item>) -> Docs<'r, Item>;
+    fn count_of(&self, coll: &Collection<Item>) -> usize;
+}
+
+impl Reads for Snapshot {
+    fn range_of<'r, K: IndexKey>(
+        &'r self,
+        coll: &Collection<Item>,
+        index: &str,
+        lo: Bound<K>,
+        hi: Bound<K>,
+    ) -> Docs<'r, Item> {
+        self.range::<Item, K>(coll, index, (lo, hi))
+            .expect("index exists")
+    }
+    fn find_of<'r>(&'r self, coll: &Collection<Item>, index: &str, value: &str) -> Docs<'r, Item> {
+        self.find(coll, index, &value.to_string())
+            .expect("index exists")
+    }
+    fn find_one_of(&self, coll: &Collection<Item>, index: &str, value: &str) -> Option<u64> {
+        self.find_one(coll, index, &value.to_string())
+            .expect("index exists")
+            .map(|(id, _)| id)
+    }
+    fn iter_of<'r>(&'r self, coll: &Collection<Item>) -> Docs<'r, Item> {
+        self.iter(coll)
+    }
+    fn count_of(&self, coll: &Collection<Item>) -> usize {
+        self.count(coll)
+    }
+}
+
+impl Reads for Transaction<'_> {
+    fn range_of<'r, K: IndexKey>(
+        &'r self,
+        coll: &Collection<Item>,
+        index: &str,
+        lo: Bound<K>,
+        hi: Bound<K>,
+    ) -> Docs<'r, Item> {
+        self.range::<Item, K>(coll, index, (lo, hi))
+            .expect("index exists")
+    }
+    fn find_of<'r>(&'r self, coll: &Collection<Item>, index: &str, value: &str) -> Docs<'r, Item> {
+        self.find(coll, index, &value.to_string())
+            .expect("index exists")
+    }
+    fn find_one_of(&self, coll: &Collection<Item>, index: &str, value: &str) -> Option<u64> {
+        self.find_one(coll, index, &value.to_string())
+            .expect("index exists")
+            .map(|(id, _)| id)
+    }
+    fn iter_of<'r>(&'r self, coll: &Collection<Item>) -> Docs<'r, Item> {
+        self.iter(coll)
+    }
+    fn count_of(&self, coll: &Collection<Item>) -> usize {
+        self.count(coll)
+    }
+}
+
+/// Ids taken alternately from the front and the back of `docs`, as they come out.
+fn alternating(mut docs: Docs<'_, Item>) -> Vec<u64> {
+    let (mut front, mut back) = (Vec::new(), Vec::new());
+    while let Some((id, _)) = docs.next() {
+        front.push(id);
+        match docs.next_back() {
+            Some((id, _)) => back.push(id),
+            None => break,
+        }
+    }
+    back.reverse();
+    front.extend(back);
+    front
+}
+
 /// `snap.range` over `index` must return exactly the model's documents whose key lies in the bounds, ordered by
 /// (key, id), both ways.
 fn check_range<K: IndexKey + Ord + Clone + Debug>(
-    snap: &Snapshot,
+    snap: &impl Reads,
     coll: &Collection<Item>,
     docs: &BTreeMap<u64, Item>,
     index: &str,
@@ -599,10 +686,7 @@ fn check_range<K: IndexKey + Ord + Clone + Debug>(
         .into_iter()
         .map(|(_, id)| (id, docs[&id].clone()))
         .collect();
-    let range = || {
-        snap.range::<Item, K>(coll, index, (lo.clone(), hi.clone()))
-            .expect("index exists")
-    };
+    let range = || snap.range_of::<K>(coll, index, lo.clone(), hi.clone());
     let got: Vec<(u64, Item)> = range().map(|(id, a)| (id, from_archived(a))).collect();
     assert_eq!(got, expected, "range {lo:?}..{hi:?} over index {index}");
     let mut back: Vec<u64> = range().rev().map(|(id, _)| id).collect();
@@ -620,10 +704,15 @@ fn check_range<K: IndexKey + Ord + Clone + Debug>(
         range().next_back().map(|(id, _)| id),
         expected.last().map(|e| e.0)
     );
+    assert_eq!(
+        alternating(range()),
+        expected.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        "range {lo:?}..{hi:?} over index {index}, taken from both ends"
+    );
 }
 
 fn check_find(
-    snap: &Snapshot,
+    snap: &impl Reads,
     coll: &Collection<Item>,
     docs: &BTreeMap<u64, Item>,
     index: &str,
@@ -636,16 +725,9 @@ fn check_find(
         .map(|(id, _)| *id)
         .collect();
     assert!(expected.len() <= 1, "model broke unique index {index}");
-    let got: Vec<u64> = snap
-        .find(coll, index, &value.to_string())
-        .expect("index exists")
-        .map(|(id, _)| id)
-        .collect();
+    let got: Vec<u64> = snap.find_of(coll, index, value).map(|(id, _)| id).collect();
     assert_eq!(got, expected, "find {value:?} in {index}");
-    let one = snap
-        .find_one(coll, index, &value.to_string())
-        .expect("index exists")
-        .map(|(id, _)| id);
+    let one = snap.find_one_of(coll, index, value);
     assert_eq!(
         one,
         expected.first().copied(),
@@ -686,11 +768,32 @@ fn check_snapshot(db: &Database, coll: &Collection<Item>, state: &State, queries
     }
     snap.check_indexes(coll)
         .expect("indexes agree with documents");
-    // Every index in full, then the step's queries.
+    check_queries(&snap, coll, docs, queries);
+}
+
+/// Every index in full, then the step's queries, and iteration from both ends: what `reader` answers must be what
+/// `docs` says.
+fn check_queries(
+    snap: &impl Reads,
+    coll: &Collection<Item>,
+    docs: &BTreeMap<u64, Item>,
+    queries: &[RangeQ],
+) {
+    assert_eq!(snap.count_of(coll), docs.len(), "count");
+    let got: Vec<(u64, Item)> = snap
+        .iter_of(coll)
+        .map(|(id, a)| (id, from_archived(a)))
+        .collect();
+    let expected: Vec<(u64, Item)> = docs.iter().map(|(id, d)| (*id, d.clone())).collect();
+    assert_eq!(got, expected, "documents");
+    assert!(
+        alternating(snap.iter_of(coll)).iter().eq(docs.keys()),
+        "iteration from both ends"
+    );
     let u = Bound::Unbounded;
-    check_range(&snap, coll, docs, "email", email_key, &u, &u);
+    check_range(snap, coll, docs, "email", email_key, &u, &u);
     check_range(
-        &snap,
+        snap,
         coll,
         docs,
         "age",
@@ -698,10 +801,10 @@ fn check_snapshot(db: &Database, coll: &Collection<Item>, state: &State, queries
         &Bound::Unbounded,
         &Bound::Unbounded,
     );
-    check_range(&snap, coll, docs, "team", team_key, &u, &u);
+    check_range(snap, coll, docs, "team", team_key, &u, &u);
     let all = (Bound::Unbounded, Bound::Unbounded);
     check_range(
-        &snap,
+        snap,
         coll,
         docs,
         "dept_score",
@@ -709,18 +812,18 @@ fn check_snapshot(db: &Database, coll: &Collection<Item>, state: &State, queries
         &all.0,
         &all.1,
     );
-    check_range(&snap, coll, docs, "nick", nick_key, &u, &u);
+    check_range(snap, coll, docs, "nick", nick_key, &u, &u);
     for q in queries {
         match q {
-            RangeQ::Email(l, h) => check_range(&snap, coll, docs, "email", email_key, l, h),
-            RangeQ::Age(l, h) => check_range(&snap, coll, docs, "age", age_key, l, h),
-            RangeQ::Team(l, h) => check_range(&snap, coll, docs, "team", team_key, l, h),
+            RangeQ::Email(l, h) => check_range(snap, coll, docs, "email", email_key, l, h),
+            RangeQ::Age(l, h) => check_range(snap, coll, docs, "age", age_key, l, h),
+            RangeQ::Team(l, h) => check_range(snap, coll, docs, "team", team_key, l, h),
             RangeQ::DeptScore(l, h) => {
-                check_range(&snap, coll, docs, "dept_score", dept_score_key, l, h);
+                check_range(snap, coll, docs, "dept_score", dept_score_key, l, h);
             }
-            RangeQ::Nick(l, h) => check_range(&snap, coll, docs, "nick", nick_key, l, h),
-            RangeQ::FindEmail(v) => check_find(&snap, coll, docs, "email", email_key, v),
-            RangeQ::FindNick(v) => check_find(&snap, coll, docs, "nick", nick_key, v),
+            RangeQ::Nick(l, h) => check_range(snap, coll, docs, "nick", nick_key, l, h),
+            RangeQ::FindEmail(v) => check_find(snap, coll, docs, "email", email_key, v),
+            RangeQ::FindNick(v) => check_find(snap, coll, docs, "nick", nick_key, v),
         }
     }
 }
@@ -732,7 +835,10 @@ fn check_tx_view(
     tx: &Transaction<'_>,
     tm: &TxModel,
     state: &State,
+    queries: &[RangeQ],
 ) {
+    // Its queries too: count, iteration, every index and the step's ranges, over its own writes.
+    check_queries(tx, coll, &tm.cur.view, queries);
     for (id, d) in &tm.cur.view {
         assert_eq!(
             tx.get(coll, *id).map(from_archived).as_ref(),
@@ -850,7 +956,7 @@ impl Harness<'_> {
         let (mut tx, mut tm) = self.begin(db, end);
         for op in ops {
             self.apply(&mut tx, &mut tm, coll, op);
-            check_tx_view(db, coll, &tx, &tm, &self.model.state);
+            check_tx_view(db, coll, &tx, &tm, &self.model.state, &[]);
         }
         self.finish(db, tx, &tm, end);
     }
@@ -881,7 +987,7 @@ impl Harness<'_> {
             };
             let (tx, tm) = &mut both[who];
             self.apply(tx, tm, coll, &txs[who].0[next[who]]);
-            check_tx_view(db, coll, tx, tm, &self.model.state);
+            check_tx_view(db, coll, tx, tm, &self.model.state, &[]);
             next[who] += 1;
         }
         let [a, b] = both;
@@ -893,7 +999,7 @@ impl Harness<'_> {
         };
         self.finish(db, first.0, &first.1, first_end);
         // The second still sees its own snapshot, whatever the first did.
-        check_tx_view(db, coll, &second.0, &second.1, &self.model.state);
+        check_tx_view(db, coll, &second.0, &second.1, &self.model.state, &[]);
         self.finish(db, second.0, &second.1, second_end);
     }
 

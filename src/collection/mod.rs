@@ -192,6 +192,15 @@ pub struct IndexDef {
     describe: Describe,
 }
 
+impl IndexDef {
+    /// The encoded key of the document `doc` (archive bytes of the collection's type), or `None` if the index
+    /// skips it.
+    #[must_use]
+    pub fn key_of(&self, doc: &[u8]) -> Option<Vec<u8>> {
+        (self.extract)(doc)
+    }
+}
+
 impl Debug for IndexDef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IndexDef")
@@ -334,6 +343,25 @@ struct EntryChange<'a> {
     write: Write<'a>,
     old_key: Option<Vec<u8>>,
     new_key: Option<Vec<u8>>,
+}
+
+/// The encoded key of an index entry met by [`View::index_entries`].
+pub struct EntryKeyRef<'s> {
+    entry: crossbeam_skiplist::set::Entry<'s, EntryKey>,
+    unique: bool,
+}
+
+impl EntryKeyRef<'_> {
+    /// The encoded key.
+    #[must_use]
+    pub fn key(&self) -> &[u8] {
+        let key = self.entry.value();
+        if self.unique {
+            key
+        } else {
+            &key[..key.len().saturating_sub(8)]
+        }
+    }
 }
 
 /// An index entry's key: inline up to 32 bytes (so that comparing keys in the hash map and the skip list costs no
@@ -697,6 +725,17 @@ impl<'s> View<'s> {
         start: Bound<Vec<u8>>,
         end: Bound<Vec<u8>>,
     ) -> impl DoubleEndedIterator<Item = u64> + 's {
+        self.index_entries(index, start, end).map(|(_, id)| id)
+    }
+
+    /// Entries of index `index` whose key lies in the given bounds of encoded keys, in index order (ties by id):
+    /// the encoded key (a borrow of the entry key; for a non-unique index, without its id suffix) and the id.
+    pub fn index_entries(
+        self,
+        index: usize,
+        start: Bound<Vec<u8>>,
+        end: Bound<Vec<u8>>,
+    ) -> impl DoubleEndedIterator<Item = (EntryKeyRef<'s>, u64)> + 's {
         let seq = self.seq;
         let entries = self.store.indexes.get(index).map(|store| {
             // Non-unique entries are `key ‖ id`: extend the bounds to cover every id of a bound key.
@@ -714,7 +753,16 @@ impl<'s> View<'s> {
             (store, store.entries.key_range((lower, upper)))
         });
         entries.into_iter().flat_map(move |(store, keys)| {
-            keys.filter_map(move |e| store.entries.read_with(&e.value()[..], seq, |e| e.id))
+            keys.filter_map(move |entry| {
+                let id = store.entries.read_with(&entry.value()[..], seq, |e| e.id)?;
+                Some((
+                    EntryKeyRef {
+                        entry,
+                        unique: store.unique,
+                    },
+                    id,
+                ))
+            })
         })
     }
 
