@@ -1,0 +1,495 @@
+//! Checkpoint files: collection snapshots (rkyv archives, read in place) and the manifest that names them.
+//!
+//! This layer knows nothing of collections: a snapshot is a name, a sequence number, a next id and documents as
+//! `(id, bytes)` in id order; the manifest lists snapshots and what the database needs to reopen from them. Both
+//! files share one container: a 64-byte header (magic, format version, header CRC, the database's salt, the
+//! sequence number, the archive's length, CRC and root position) followed by the rkyv archive at offset 64 (16-byte
+//! aligned in the file, and in memory since files are mapped at page boundaries). Every byte is checked before use:
+//! the header's CRC, the archive's CRC, the root position, then bytecheck over the archive.
+//!
+//! Every document's bytes sit 16-byte aligned in the file (blocks of 16 bytes), so a document can be read in place
+//! as an rkyv archive of its own.
+
+pub mod files;
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Version of the checkpoint file formats this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Bytes of the container header; the archive starts here.
+pub const HEADER_BYTES: usize = 64;
+/// Magic of a snapshot file.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"cstsnap\x01";
+/// Magic of a manifest file.
+pub const MANIFEST_MAGIC: [u8; 8] = *b"cstmani\x01";
+
+/// Sixteen bytes, 16-byte aligned in the archive.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[rkyv(attr(repr(align(16))))]
+struct Block([u8; 16]);
+
+#[derive(Archive, Serialize, Deserialize, Debug)]
+struct SnapshotDoc {
+    id: u64,
+    len: u32,
+    blocks: Vec<Block>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug)]
+struct SnapshotBody {
+    name: String,
+    next_id: u64,
+    docs: Vec<SnapshotDoc>,
+}
+
+/// One collection as the manifest describes it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ManifestCollection {
+    /// The collection's name.
+    pub name: String,
+    /// The document type the log declared for it, if any.
+    pub declared_type: Option<String>,
+    /// Its snapshot file (relative to the data directory), if it has documents or ids in use.
+    pub file: Option<String>,
+    /// Number of documents in the snapshot.
+    pub docs: u64,
+}
+
+/// What a database reopens from: the cut, its collections, and what it must remember of the log before the cut.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Manifest {
+    /// Sequence number of the last commit the snapshots contain.
+    pub seq: u64,
+    /// Log position just past that commit: replay starts here.
+    pub cut_lsn: u64,
+    /// Every collection known at the cut.
+    pub collections: Vec<ManifestCollection>,
+    /// Two-phase transactions this database coordinated and committed before the cut (participants may still ask).
+    pub committed_2pc: Vec<u64>,
+}
+
+/// A validated snapshot: where each document's bytes are in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotContents {
+    /// The collection's name.
+    pub name: String,
+    /// Sequence number of the cut.
+    pub seq: u64,
+    /// The collection's next auto-increment id at the cut.
+    pub next_id: u64,
+    /// `(id, offset in the file, length)` per document, in id order; every offset is a multiple of 16.
+    pub docs: Vec<(u64, usize, usize)>,
+}
+
+/// The header fields of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Header {
+    magic: [u8; 8],
+    salt: u64,
+    seq: u64,
+    archive_len: u64,
+    archive_crc: u32,
+    root_pos: u64,
+}
+
+impl Header {
+    fn encode(&self) -> [u8; HEADER_BYTES] {
+        let mut out = [0u8; HEADER_BYTES];
+        out[0..8].copy_from_slice(&self.magic);
+        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[16..24].copy_from_slice(&self.salt.to_le_bytes());
+        out[24..32].copy_from_slice(&self.seq.to_le_bytes());
+        out[32..40].copy_from_slice(&self.archive_len.to_le_bytes());
+        out[40..44].copy_from_slice(&self.archive_crc.to_le_bytes());
+        out[48..56].copy_from_slice(&self.root_pos.to_le_bytes());
+        let crc = crc32fast::hash(&out);
+        out[12..16].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn corrupt(file: &str, offset: u64, reason: impl Into<String>) -> Error {
+    Error::Corruption {
+        file: file.into(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Puts `archive` (whose root object is `root_len` bytes at its end) in a container.
+fn contain(magic: [u8; 8], salt: u64, seq: u64, archive: &[u8], root_len: usize) -> AlignedVec {
+    let header = Header {
+        magic,
+        salt,
+        seq,
+        archive_len: archive.len() as u64,
+        archive_crc: crc32fast::hash(archive),
+        root_pos: (archive.len() - root_len) as u64,
+    };
+    let mut out = AlignedVec::with_capacity(HEADER_BYTES + archive.len());
+    out.extend_from_slice(&header.encode());
+    out.extend_from_slice(archive);
+    out
+}
+
+/// Checks a container's header and archive checksums; returns the header and the archive (16-byte aligned).
+fn open_container<'a>(
+    file: &str,
+    magic: [u8; 8],
+    salt: u64,
+    bytes: &'a [u8],
+    root_len: usize,
+) -> Result<(Header, &'a [u8])> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(corrupt(
+            file,
+            0,
+            format!("{} bytes: shorter than its header", bytes.len()),
+        ));
+    }
+    let head = &bytes[..HEADER_BYTES];
+    if head[0..8] != magic {
+        return Err(corrupt(
+            file,
+            0,
+            "not a collection-store checkpoint file of this kind (bad magic)",
+        ));
+    }
+    let mut zeroed = [0u8; HEADER_BYTES];
+    zeroed.copy_from_slice(head);
+    zeroed[12..16].fill(0);
+    if crc32fast::hash(&zeroed) != le_u32(head, 12) {
+        return Err(corrupt(file, 0, "header checksum mismatch"));
+    }
+    let version = le_u32(head, 8);
+    if version != FORMAT_VERSION {
+        return Err(Error::FormatVersion {
+            file: file.into(),
+            found: version,
+            expected: FORMAT_VERSION,
+        });
+    }
+    let header = Header {
+        magic,
+        salt: le_u64(head, 16),
+        seq: le_u64(head, 24),
+        archive_len: le_u64(head, 32),
+        archive_crc: le_u32(head, 40),
+        root_pos: le_u64(head, 48),
+    };
+    if header.salt != salt {
+        return Err(corrupt(
+            file,
+            16,
+            "written by another database (salt differs from the log's)",
+        ));
+    }
+    let available = (bytes.len() - HEADER_BYTES) as u64;
+    if header.archive_len != available {
+        return Err(corrupt(
+            file,
+            32,
+            format!(
+                "archive of {} bytes announced, {available} present",
+                header.archive_len
+            ),
+        ));
+    }
+    let archive = &bytes[HEADER_BYTES..];
+    if crc32fast::hash(archive) != header.archive_crc {
+        return Err(corrupt(
+            file,
+            HEADER_BYTES as u64,
+            "archive checksum mismatch",
+        ));
+    }
+    if (archive.len() as u64).checked_sub(root_len as u64) != Some(header.root_pos) {
+        return Err(corrupt(
+            file,
+            48,
+            "root position does not match the archive",
+        ));
+    }
+    if !archive.as_ptr().addr().is_multiple_of(16) {
+        return Err(corrupt(
+            file,
+            HEADER_BYTES as u64,
+            "archive is not 16-byte aligned in memory",
+        ));
+    }
+    Ok((header, archive))
+}
+
+/// Encodes the snapshot of collection `name` at commit `seq`: `docs` in ascending id order.
+///
+/// # Panics
+/// If a document is 4 GiB or larger (documents are limited far below that).
+pub fn encode_snapshot<'d>(
+    salt: u64,
+    seq: u64,
+    name: &str,
+    next_id: u64,
+    docs: impl Iterator<Item = (u64, &'d [u8])>,
+) -> AlignedVec {
+    let body = SnapshotBody {
+        name: name.into(),
+        next_id,
+        docs: docs
+            .map(|(id, bytes)| SnapshotDoc {
+                id,
+                len: u32::try_from(bytes.len()).expect("documents are smaller than 4 GiB"),
+                blocks: bytes
+                    .chunks(16)
+                    .map(|chunk| {
+                        let mut block = [0u8; 16];
+                        block[..chunk.len()].copy_from_slice(chunk);
+                        Block(block)
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    debug_assert!(
+        body.docs.windows(2).all(|w| w[0].id < w[1].id),
+        "ids ascend"
+    );
+    let archive =
+        rkyv::to_bytes::<rancor::Error>(&body).expect("serializing plain data cannot fail");
+    contain(
+        SNAPSHOT_MAGIC,
+        salt,
+        seq,
+        &archive,
+        size_of::<ArchivedSnapshotBody>(),
+    )
+}
+
+/// Validates a snapshot file's bytes (`bytes` must start 16-byte aligned: a mapped file or an aligned buffer).
+///
+/// # Errors
+/// [`Error::Corruption`] naming `file` and the offset of what does not validate; [`Error::FormatVersion`].
+pub fn open_snapshot(file: &str, salt: u64, bytes: &[u8]) -> Result<SnapshotContents> {
+    let (header, archive) = open_container(
+        file,
+        SNAPSHOT_MAGIC,
+        salt,
+        bytes,
+        size_of::<ArchivedSnapshotBody>(),
+    )?;
+    let body = rkyv::access::<ArchivedSnapshotBody, rancor::Error>(archive).map_err(|e| {
+        corrupt(
+            file,
+            HEADER_BYTES as u64,
+            format!("archive does not validate: {e}"),
+        )
+    })?;
+    let mut docs = Vec::with_capacity(body.docs.len());
+    let mut previous: Option<u64> = None;
+    for doc in body.docs.iter() {
+        let id = doc.id.to_native();
+        let len = doc.len.to_native() as usize;
+        let offset = doc.blocks.as_ptr().addr() - bytes.as_ptr().addr();
+        if previous.is_some_and(|p| p >= id) {
+            return Err(corrupt(file, offset as u64, "document ids do not ascend"));
+        }
+        if len > doc.blocks.len() * 16 || len.div_ceil(16) != doc.blocks.len() {
+            return Err(corrupt(
+                file,
+                offset as u64,
+                "document length does not match its blocks",
+            ));
+        }
+        debug_assert!(offset.is_multiple_of(16));
+        previous = Some(id);
+        docs.push((id, offset, len));
+    }
+    Ok(SnapshotContents {
+        name: body.name.to_string(),
+        seq: header.seq,
+        next_id: body.next_id.to_native(),
+        docs,
+    })
+}
+
+/// Encodes a manifest.
+#[must_use]
+pub fn encode_manifest(salt: u64, manifest: &Manifest) -> AlignedVec {
+    let archive =
+        rkyv::to_bytes::<rancor::Error>(manifest).expect("serializing plain data cannot fail");
+    contain(
+        MANIFEST_MAGIC,
+        salt,
+        manifest.seq,
+        &archive,
+        size_of::<ArchivedManifest>(),
+    )
+}
+
+/// Validates and decodes a manifest file's bytes (16-byte aligned).
+///
+/// # Errors
+/// [`Error::Corruption`] naming `file`; [`Error::FormatVersion`].
+pub fn open_manifest(file: &str, salt: u64, bytes: &[u8]) -> Result<Manifest> {
+    let (header, archive) = open_container(
+        file,
+        MANIFEST_MAGIC,
+        salt,
+        bytes,
+        size_of::<ArchivedManifest>(),
+    )?;
+    let manifest = rkyv::from_bytes::<Manifest, rancor::Error>(archive).map_err(|e| {
+        corrupt(
+            file,
+            HEADER_BYTES as u64,
+            format!("archive does not validate: {e}"),
+        )
+    })?;
+    if manifest.seq != header.seq {
+        return Err(corrupt(
+            file,
+            24,
+            "header and archive disagree on the sequence number",
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Runs the snapshot and manifest decoders over arbitrary bytes (for the fuzz target and its corpus replay): they
+/// must return a value or an error, never panic.
+pub fn fuzz_open(bytes: &[u8]) {
+    let mut aligned: AlignedVec = AlignedVec::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    let salt = if bytes.len() >= 24 {
+        le_u64(bytes, 16)
+    } else {
+        0
+    };
+    if let Ok(contents) = open_snapshot("fuzz", salt, &aligned) {
+        for (_, offset, len) in contents.docs {
+            assert!(offset + len <= aligned.len());
+        }
+    }
+    let _ = open_manifest("fuzz", salt, &aligned);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs() -> Vec<(u64, Vec<u8>)> {
+        vec![
+            (1, vec![1; 5]),
+            (2, vec![]),
+            (7, vec![7; 16]),
+            (9, (0..=255).collect()),
+        ]
+    }
+
+    #[test]
+    fn snapshots_round_trip_with_aligned_documents() {
+        let docs = docs();
+        let file = encode_snapshot(
+            42,
+            17,
+            "users",
+            10,
+            docs.iter().map(|(id, b)| (*id, b.as_slice())),
+        );
+        let contents = open_snapshot("s", 42, &file).unwrap();
+        assert_eq!(
+            (contents.name.as_str(), contents.seq, contents.next_id),
+            ("users", 17, 10)
+        );
+        let read: Vec<(u64, Vec<u8>)> = contents
+            .docs
+            .iter()
+            .map(|&(id, offset, len)| {
+                assert!(offset.is_multiple_of(16));
+                (id, file[offset..offset + len].to_vec())
+            })
+            .collect();
+        assert_eq!(read, docs);
+    }
+
+    #[test]
+    fn manifests_round_trip() {
+        let manifest = Manifest {
+            seq: 9,
+            cut_lsn: 4096,
+            collections: vec![ManifestCollection {
+                name: "users".into(),
+                declared_type: Some("User".into()),
+                file: Some("snapshots/c0-9.snap".into()),
+                docs: 3,
+            }],
+            committed_2pc: vec![5, 6],
+        };
+        let file = encode_manifest(1, &manifest);
+        assert_eq!(open_manifest("m", 1, &file).unwrap(), manifest);
+    }
+
+    #[test]
+    fn every_flipped_bit_and_every_truncation_is_an_error() {
+        let docs = docs();
+        let file = encode_snapshot(
+            3,
+            4,
+            "c",
+            10,
+            docs.iter().map(|(id, b)| (*id, b.as_slice())),
+        );
+        for len in 0..file.len() {
+            let mut cut: AlignedVec = AlignedVec::new();
+            cut.extend_from_slice(&file[..len]);
+            assert!(open_snapshot("s", 3, &cut).is_err(), "truncated to {len}");
+        }
+        for bit in 0..file.len() * 8 {
+            let mut flipped: AlignedVec = AlignedVec::new();
+            flipped.extend_from_slice(&file);
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                open_snapshot("s", 3, &flipped).is_err(),
+                "bit {bit} flipped"
+            );
+        }
+        assert!(
+            open_snapshot("s", 4, &file).is_err(),
+            "another database's salt"
+        );
+        assert!(
+            open_manifest("s", 3, &file).is_err(),
+            "a snapshot is not a manifest"
+        );
+    }
+
+    #[test]
+    fn another_format_version_is_named() {
+        let file = encode_manifest(1, &Manifest::default());
+        let mut other: AlignedVec = AlignedVec::new();
+        other.extend_from_slice(&file);
+        other[8] = 2;
+        other[12..16].fill(0);
+        let crc = crc32fast::hash(&other[..HEADER_BYTES]);
+        other[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            open_manifest("MANIFEST", 1, &other),
+            Err(Error::FormatVersion {
+                found: 2,
+                expected: 1,
+                ..
+            })
+        ));
+    }
+}
