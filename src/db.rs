@@ -17,6 +17,8 @@ use std::sync::atomic::AtomicU64;
 use crate::publish::{Publisher, Versioned};
 use parking_lot::{Mutex, RwLock};
 
+use crate::checkpoint::files::{CheckpointFiles, DirFiles, MemFiles};
+use crate::checkpoint::{self, Manifest, ManifestCollection};
 use crate::collection::{
     self, ApplyError, Document, IndexDef, IndexKey, PrimaryKeyFn, Spec, Store, View, Write,
 };
@@ -108,6 +110,19 @@ impl CollectionState {
             count: 0,
         }
     }
+}
+
+/// What a checkpoint did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// Sequence number of the last commit it contains.
+    pub seq: u64,
+    /// Log position of the cut: recovery replays from here.
+    pub cut_lsn: u64,
+    /// The log's first LSN after truncation (segments wholly before the cut are gone).
+    pub wal_start_lsn: u64,
+    /// Bytes of snapshot and manifest files written.
+    pub bytes_written: u64,
 }
 
 /// One version of the whole database: a sequence number and every collection's state, by slot. While it lives, its
@@ -207,6 +222,10 @@ pub(crate) struct Inner {
     pub(crate) options: Options,
     pub(crate) commit: Arc<Mutex<CommitState>>,
     registry: Arc<Registry>,
+    /// Where checkpoint files live.
+    files: Arc<dyn CheckpointFiles>,
+    /// The manifest of the last checkpoint (locked for the whole of a checkpoint: one runs at a time).
+    last_checkpoint: Mutex<Manifest>,
     /// Prepared transactions whose decision was not in the log at open (participant role): commits are refused
     /// until they are resolved.
     in_doubt: Mutex<Vec<InDoubt>>,
@@ -334,7 +353,8 @@ impl Database {
         };
         if options.in_memory {
             let wal = Wal::open_in_memory(wal_options)?;
-            return Self::with_wal(wal, RecoveryReport::default(), options, None);
+            let files = Arc::new(MemFiles::new());
+            return Self::with_wal(wal, RecoveryReport::default(), options, None, files);
         }
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
@@ -353,16 +373,31 @@ impl Database {
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("flock", &lock_path, e)),
         }
         let (wal, report) = Wal::open(dir.join("wal"), wal_options)?;
-        Self::with_wal(wal, report, options, Some(lock))
+        let files = Arc::new(DirFiles::new(dir)?);
+        Self::with_wal(wal, report, options, Some(lock), files)
     }
 
     /// Opens the database whose log lives in `storage` (for example [`crate::wal::MemStorage::simulated`], to
-    /// test crash recovery). No directory lock is taken: the storage is this handle's alone.
+    /// test crash recovery), with its checkpoint files in memory. No directory lock is taken: the storage is this
+    /// handle's alone.
     ///
     /// # Errors
     /// Log recovery errors.
     pub fn open_with_storage(
         storage: Arc<dyn crate::wal::LogStorage>,
+        options: Options,
+    ) -> Result<Self> {
+        Self::open_with(storage, Arc::new(MemFiles::new()), options)
+    }
+
+    /// Opens the database whose log lives in `storage` and whose checkpoint files live in `files` (for example
+    /// [`MemFiles::simulated`], to test crashes during checkpoints).
+    ///
+    /// # Errors
+    /// Log recovery errors; checkpoint files that do not validate.
+    pub fn open_with(
+        storage: Arc<dyn crate::wal::LogStorage>,
+        files: Arc<dyn CheckpointFiles>,
         options: Options,
     ) -> Result<Self> {
         let wal_options = WalOptions {
@@ -371,7 +406,7 @@ impl Database {
             ..WalOptions::default()
         };
         let (wal, report) = Wal::open_with_storage(storage, wal_options)?;
-        Self::with_wal(wal, report, options, None)
+        Self::with_wal(wal, report, options, None, files)
     }
 
     fn with_wal(
@@ -379,9 +414,13 @@ impl Database {
         recovery: RecoveryReport,
         options: Options,
         lock: Option<File>,
+        files: Arc<dyn CheckpointFiles>,
     ) -> Result<Self> {
         let mut catalog = Catalog::default();
-        let mut replayed = replay(&wal, &mut catalog)?;
+        let manifest = read_manifest(&*files, wal.salt())?.unwrap_or_default();
+        let mut replayed = load_checkpoint(&*files, wal.salt(), &manifest, &mut catalog)?;
+        replay(&wal, &mut catalog, &mut replayed, manifest.cut_lsn)?;
+        remove_unreferenced_snapshots(&*files, &manifest)?;
         // Presumed abort: a transaction this database coordinated and prepared, with no decision in the log, is
         // aborted now; its participants are told through `recover_participants`.
         let (presumed_aborted, in_doubt): (Vec<InDoubt>, Vec<InDoubt>) =
@@ -413,6 +452,8 @@ impl Database {
                     latest: version,
                     last_sync_end: 0,
                 })),
+                files,
+                last_checkpoint: Mutex::new(manifest),
                 in_doubt: Mutex::new(replayed.in_doubt),
                 committed_2pc: Mutex::new(replayed.committed_2pc),
                 presumed_aborted: Mutex::new(presumed_aborted),
@@ -694,6 +735,90 @@ impl Database {
             .iter()
             .map(|c| c.store.pending_garbage())
             .sum()
+    }
+
+    /// Writes a checkpoint: a consistent cut at the newest commit. Each collection's documents are written to a
+    /// snapshot file (temporary file, fsync, rename, directory fsync), then the manifest naming them the same way;
+    /// only then are log segments wholly before the cut recycled or deleted, and superseded snapshot files removed.
+    /// Writers and readers keep going while it runs; a crash at any point leaves the previous checkpoint and the
+    /// log able to recover every committed transaction. One checkpoint runs at a time.
+    ///
+    /// # Errors
+    /// [`Error::InDoubt`] while a prepared transaction awaits its decision; [`Error::Poisoned`]; I/O errors (the
+    /// previous checkpoint stays in force).
+    pub fn checkpoint(&self) -> Result<CheckpointInfo> {
+        let inner = &self.inner;
+        let mut last = inner.last_checkpoint.lock();
+        // The cut: the newest committed version, the log's end, and the catalog, together (the same lock order as
+        // binding: catalog, then commit).
+        let (version, cut_lsn, names, committed_2pc) = {
+            let catalog = inner.catalog.read();
+            let state = inner.commit.lock();
+            inner.wal.check_poison()?;
+            inner.check_no_in_doubt()?;
+            let names: Vec<(Arc<str>, Option<String>)> = catalog
+                .slots
+                .iter()
+                .map(|s| (Arc::clone(&s.name), s.declared_type.clone()))
+                .collect();
+            let mut committed: Vec<u64> = inner.committed_2pc.lock().iter().copied().collect();
+            committed.sort_unstable();
+            (
+                Arc::clone(&state.latest),
+                inner.wal.end_lsn(),
+                names,
+                committed,
+            )
+        };
+        // Everything before the cut must be durable before a manifest can point past it.
+        inner.wal.wait_durable(cut_lsn, Durability::Sync)?;
+        let salt = inner.wal.salt();
+        let mut bytes_written = 0u64;
+        let mut collections = Vec::with_capacity(names.len());
+        for (slot, (name, declared_type)) in names.into_iter().enumerate() {
+            let slot32 = u32::try_from(slot).expect("fewer than 2^32 collections");
+            let (file, docs) = match (version.collection(slot32), version.store(slot32)) {
+                (Some(view), Some(store)) if !view.is_empty() || store.next_id() > 0 => {
+                    let file = format!("{SNAPSHOT_FOLDER}/c{slot}-{:016x}.snap", version.seq);
+                    let bytes = checkpoint::encode_snapshot(
+                        salt,
+                        version.seq,
+                        &name,
+                        store.next_id(),
+                        view.iter(),
+                    );
+                    inner.files.write_durably(&file, &bytes)?;
+                    bytes_written += bytes.len() as u64;
+                    (Some(file), view.len() as u64)
+                }
+                _ => (None, 0),
+            };
+            collections.push(ManifestCollection {
+                name: name.to_string(),
+                declared_type,
+                file,
+                docs,
+            });
+        }
+        let manifest = Manifest {
+            seq: version.seq,
+            cut_lsn,
+            collections,
+            committed_2pc,
+        };
+        let encoded = checkpoint::encode_manifest(salt, &manifest);
+        inner.files.write_durably(MANIFEST_FILE, &encoded)?;
+        bytes_written += encoded.len() as u64;
+        // The new checkpoint is in force: the log before the cut and the old snapshots can go.
+        let wal_start_lsn = inner.wal.truncate_before(cut_lsn)?;
+        remove_unreferenced_snapshots(&*inner.files, &manifest)?;
+        *last = manifest;
+        Ok(CheckpointInfo {
+            seq: version.seq,
+            cut_lsn,
+            wal_start_lsn,
+            bytes_written,
+        })
     }
 
     /// A read snapshot of the latest published version. Never blocks, and is never blocked.
@@ -1120,17 +1245,26 @@ pub struct InDoubt {
 /// Rebuilds the committed state from the log: every complete group that ends with COMMIT is redone, in log order;
 /// a group that ends with PREPARE waits for its decision (a later COMMIT or ABORT record naming it); anything else
 /// is discarded. Collections are untyped (no indexes) until [`Database::collection`] binds them.
-fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<Replayed> {
-    let mut replayed = Replayed {
-        seq: 0,
-        collections: Vec::new(),
-        in_doubt: Vec::new(),
-        committed_2pc: std::collections::HashSet::new(),
-    };
+fn replay(wal: &Wal, catalog: &mut Catalog, replayed: &mut Replayed, cut_lsn: u64) -> Result<()> {
+    if wal.start_lsn() > cut_lsn || wal.written_lsn() < cut_lsn {
+        return Err(Error::Corruption {
+            file: "wal".into(),
+            offset: wal.start_lsn(),
+            reason: format!(
+                "the log holds {}..{}, but the last checkpoint continues at {cut_lsn}",
+                wal.start_lsn(),
+                wal.written_lsn()
+            ),
+        });
+    }
     let mut prepared: Vec<InDoubt> = Vec::new();
     let mut group: Vec<crate::wal::Record> = Vec::new();
     for record in wal.iter_from(wal.start_lsn())? {
         let record = record?;
+        if record.lsn() < cut_lsn {
+            // In the checkpoint already (the cut is at a group boundary).
+            continue;
+        }
         let ends_group = !record.group_continues();
         group.push(record);
         if !ends_group {
@@ -1141,7 +1275,7 @@ fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<Replayed> {
         match last.kind() {
             RecordKind::Commit if payload.len() == 8 => {
                 let seq = u64::from_le_bytes(payload.try_into().expect("8 bytes"));
-                redo(&mut replayed, catalog, &group, seq)?;
+                redo(replayed, catalog, &group, seq)?;
             }
             RecordKind::Commit if payload.len() == 16 && group.is_empty() => {
                 let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
@@ -1153,7 +1287,7 @@ fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<Replayed> {
                         corrupt_record(&last, "COMMIT decision for a transaction never prepared")
                     })?;
                 let transaction = prepared.swap_remove(position);
-                redo(&mut replayed, catalog, &transaction.ops, seq)?;
+                redo(replayed, catalog, &transaction.ops, seq)?;
                 replayed.committed_2pc.insert(txid);
             }
             RecordKind::Prepare if payload.len() >= 9 => {
@@ -1185,7 +1319,7 @@ fn replay(wal: &Wal, catalog: &mut Catalog) -> Result<Replayed> {
         group.clear();
     }
     replayed.in_doubt = prepared;
-    Ok(replayed)
+    Ok(())
 }
 
 /// Redoes the DATA records of one committed transaction (collections are untyped then: no index).
@@ -1231,6 +1365,99 @@ fn redo(
     }
     replayed.collections = apply_writes(&replayed.collections, &ops, seq, false);
     replayed.seq = seq;
+    Ok(())
+}
+
+/// Name of the manifest among the checkpoint files.
+const MANIFEST_FILE: &str = "MANIFEST";
+/// Folder of the snapshot files among the checkpoint files.
+const SNAPSHOT_FOLDER: &str = "snapshots";
+
+/// The last checkpoint's manifest, if any.
+fn read_manifest(files: &dyn CheckpointFiles, salt: u64) -> Result<Option<Manifest>> {
+    let Some(bytes) = files.read(MANIFEST_FILE)? else {
+        return Ok(None);
+    };
+    checkpoint::open_manifest(MANIFEST_FILE, salt, bytes.bytes()).map(Some)
+}
+
+/// The state of the last checkpoint: its collections, loaded from their snapshots (documents read in place).
+fn load_checkpoint(
+    files: &dyn CheckpointFiles,
+    salt: u64,
+    manifest: &Manifest,
+    catalog: &mut Catalog,
+) -> Result<Replayed> {
+    let mut collections = Vec::with_capacity(manifest.collections.len());
+    for entry in &manifest.collections {
+        let slot = catalog.slot_for(&entry.name) as usize;
+        debug_assert_eq!(
+            slot,
+            collections.len(),
+            "the manifest lists each collection once"
+        );
+        catalog.slots[slot]
+            .declared_type
+            .clone_from(&entry.declared_type);
+        let Some(file) = &entry.file else {
+            collections.push(CollectionState::empty());
+            continue;
+        };
+        let bytes = files.read(file)?.ok_or_else(|| Error::Corruption {
+            file: file.clone(),
+            offset: 0,
+            reason: "named by the manifest but missing".into(),
+        })?;
+        let contents = checkpoint::open_snapshot(file, salt, bytes.bytes())?;
+        if contents.name != entry.name
+            || contents.seq != manifest.seq
+            || contents.docs.len() as u64 != entry.docs
+        {
+            return Err(Error::Corruption {
+                file: file.clone(),
+                offset: 0,
+                reason: format!(
+                    "holds {:?} at {} with {} documents; the manifest says {:?} at {} with {}",
+                    contents.name,
+                    contents.seq,
+                    contents.docs.len(),
+                    entry.name,
+                    manifest.seq,
+                    entry.docs
+                ),
+            });
+        }
+        let docs = contents.docs.iter().map(|&(id, offset, len)| {
+            (
+                id,
+                collection::DocBytes::shared(Arc::clone(&bytes), offset, len),
+            )
+        });
+        let (store, count) = Store::loaded(docs, manifest.seq, contents.next_id);
+        collections.push(CollectionState {
+            store: Arc::new(store),
+            count,
+        });
+    }
+    Ok(Replayed {
+        seq: manifest.seq,
+        collections,
+        in_doubt: Vec::new(),
+        committed_2pc: manifest.committed_2pc.iter().copied().collect(),
+    })
+}
+
+/// Removes snapshot files the manifest does not name (left by a checkpoint that did not finish, or superseded).
+fn remove_unreferenced_snapshots(files: &dyn CheckpointFiles, manifest: &Manifest) -> Result<()> {
+    for name in files.list(SNAPSHOT_FOLDER)? {
+        if !manifest
+            .collections
+            .iter()
+            .any(|c| c.file.as_deref() == Some(name.as_str()))
+        {
+            files.remove(&name)?;
+        }
+    }
     Ok(())
 }
 

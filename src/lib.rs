@@ -42,7 +42,9 @@ pub mod wal;
 #[cfg(not(loom))]
 pub use collection::{Document, IndexKey, Spec};
 #[cfg(not(loom))]
-pub use db::{Change, Collection, CommitInfo, Database, Docs, InDoubt, Options, Snapshot};
+pub use db::{
+    Change, CheckpointInfo, Collection, CommitInfo, Database, Docs, InDoubt, Options, Snapshot,
+};
 #[cfg(not(loom))]
 pub use error::{Error, Result};
 #[cfg(not(loom))]

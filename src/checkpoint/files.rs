@@ -3,7 +3,7 @@
 //!
 //! A file is written whole and replaced atomically ([`CheckpointFiles::write_durably`]): a temporary file is
 //! written and synced, renamed over the name, and the directory is synced. Readers get the bytes as a
-//! [`FileBytes`], which the database keeps as the owner of documents read in place.
+//! [`SharedBytes`], which the database keeps as the owner of documents read in place.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -16,8 +16,9 @@ use rkyv::util::AlignedVec;
 
 use crate::error::{Error, Result};
 
-/// Immutable bytes of a file, starting 16-byte aligned; shared by every document read from them.
-pub trait FileBytes: Send + Sync {
+/// Immutable bytes (of a file), starting 16-byte aligned, shared by every document read from them in place: they
+/// do not change for as long as the value lives.
+pub trait SharedBytes: Send + Sync {
     /// The bytes.
     fn bytes(&self) -> &[u8];
 }
@@ -25,13 +26,13 @@ pub trait FileBytes: Send + Sync {
 /// A mapped file.
 struct Mapped(memmap2::Mmap);
 
-impl FileBytes for Mapped {
+impl SharedBytes for Mapped {
     fn bytes(&self) -> &[u8] {
         &self.0
     }
 }
 
-impl FileBytes for AlignedVec {
+impl SharedBytes for AlignedVec {
     fn bytes(&self) -> &[u8] {
         self
     }
@@ -49,7 +50,7 @@ pub trait CheckpointFiles: Send + Sync {
     ///
     /// # Errors
     /// I/O errors.
-    fn read(&self, name: &str) -> Result<Option<Arc<dyn FileBytes>>>;
+    fn read(&self, name: &str) -> Result<Option<Arc<dyn SharedBytes>>>;
     /// Removes `name` (nothing if it does not exist). Not synced: a crash may bring it back.
     ///
     /// # Errors
@@ -123,7 +124,7 @@ impl CheckpointFiles for DirFiles {
         sync_dir(&dir)
     }
 
-    fn read(&self, name: &str) -> Result<Option<Arc<dyn FileBytes>>> {
+    fn read(&self, name: &str) -> Result<Option<Arc<dyn SharedBytes>>> {
         let path = self.root.join(name);
         let file = match File::open(&path) {
             Ok(file) => file,
@@ -285,13 +286,13 @@ impl CheckpointFiles for MemFiles {
         Ok(())
     }
 
-    fn read(&self, name: &str) -> Result<Option<Arc<dyn FileBytes>>> {
+    fn read(&self, name: &str) -> Result<Option<Arc<dyn SharedBytes>>> {
         Ok(self
             .state
             .lock()
             .visible
             .get(name)
-            .map(|c| Arc::clone(c) as Arc<dyn FileBytes>))
+            .map(|c| Arc::clone(c) as Arc<dyn SharedBytes>))
     }
 
     fn remove(&self, name: &str) -> Result<()> {

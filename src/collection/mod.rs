@@ -43,6 +43,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Portable, Serialize};
 use smallvec::SmallVec;
 
+pub use crate::checkpoint::files::SharedBytes;
 pub use key::IndexKey;
 use mvcc::{VersionedMap, Written};
 
@@ -81,15 +82,43 @@ impl<T> Document for T where
 #[repr(C, align(16))]
 struct Block([u8; 16]);
 
-/// The bytes of one stored document: immutable, shared, and 16-byte aligned as rkyv needs. One allocation holds the
-/// reference counts and the bytes, so reaching a document from its map entry is one pointer.
+#[derive(Clone)]
+enum Storage {
+    /// The document's own allocation: the reference counts and the bytes together.
+    Owned(Arc<[Block]>),
+    /// A range of bytes owned elsewhere, starting at `start` (16-byte aligned).
+    Shared {
+        owner: Arc<dyn SharedBytes>,
+        start: usize,
+    },
+}
+
+/// The bytes of one stored document: immutable, shared, and 16-byte aligned as rkyv needs. Either one allocation
+/// holding the reference counts and the bytes (reaching a document from its map entry is one pointer), or a range
+/// of a shared buffer such as a mapped snapshot file.
 #[derive(Clone)]
 pub struct DocBytes {
-    blocks: Arc<[Block]>,
+    storage: Storage,
     len: usize,
 }
 
 impl DocBytes {
+    /// The `len` bytes at `start` of `owner`, read in place when they are 16-byte aligned (copied otherwise).
+    ///
+    /// # Panics
+    /// If the range is not inside `owner`'s bytes.
+    #[must_use]
+    pub fn shared(owner: Arc<dyn SharedBytes>, start: usize, len: usize) -> Self {
+        let bytes = &owner.bytes()[start..start + len];
+        if !bytes.as_ptr().addr().is_multiple_of(16) {
+            return Self::copy_from(bytes);
+        }
+        Self {
+            storage: Storage::Shared { owner, start },
+            len,
+        }
+    }
+
     /// A copy of `bytes`.
     #[must_use]
     pub fn copy_from(bytes: &[u8]) -> Self {
@@ -102,7 +131,7 @@ impl DocBytes {
             })
             .collect();
         Self {
-            blocks,
+            storage: Storage::Owned(blocks),
             len: bytes.len(),
         }
     }
@@ -110,7 +139,10 @@ impl DocBytes {
     /// The bytes (their address is a multiple of 16).
     #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice::<Block, u8>(&self.blocks)[..self.len]
+        match &self.storage {
+            Storage::Owned(blocks) => &bytemuck::cast_slice::<Block, u8>(blocks)[..self.len],
+            Storage::Shared { owner, start } => &owner.bytes()[*start..*start + self.len],
+        }
     }
 }
 
@@ -617,6 +649,23 @@ impl Store {
     #[must_use]
     pub fn pending_garbage(&self) -> usize {
         self.garbage.lock().len()
+    }
+
+    /// A store holding `docs` (ascending ids; from a checkpoint) as of commit `seq`, with no index (a collection
+    /// gets its indexes when it is bound to its type). Returns it with its number of documents.
+    pub fn loaded(
+        docs: impl Iterator<Item = (u64, DocBytes)>,
+        seq: u64,
+        next_id: u64,
+    ) -> (Self, usize) {
+        let store = Self::new(&[]);
+        let mut count = 0;
+        for (id, doc) in docs {
+            store.docs.write(id, seq, Some(doc), false);
+            count += 1;
+        }
+        store.next_id.store(next_id, Ordering::Relaxed);
+        (store, count)
     }
 
     /// A new store holding the newest version of every document (and removal) of this one, with the indexes of

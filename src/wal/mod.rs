@@ -741,6 +741,18 @@ impl Wal {
         })
     }
 
+    /// LSN just past everything appended so far (the next append starts here or at the next segment).
+    #[must_use]
+    pub fn end_lsn(&self) -> u64 {
+        self.tail.next_lsn()
+    }
+
+    /// The log's random salt: what ties files to this log (checkpoint files carry it too).
+    #[must_use]
+    pub fn salt(&self) -> u64 {
+        self.salt
+    }
+
     /// First LSN still in the log.
     #[must_use]
     pub fn start_lsn(&self) -> u64 {

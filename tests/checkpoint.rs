@@ -1,0 +1,283 @@
+//! Checkpoints: reopening from snapshots plus the log after the cut, truncation of the log, removal of superseded
+//! snapshots, damaged checkpoint files, and a crash at every step of a checkpoint (simulated power loss of the
+//! checkpoint files and of the log).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use collection_store::checkpoint::files::MemFiles;
+use collection_store::wal::{Durability, MemStorage};
+use collection_store::{Collection, Database, Error, Options, Spec};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rkyv::{Archive, Serialize};
+
+#[derive(Archive, Serialize, Debug, Clone, PartialEq)]
+struct Note {
+    title: String,
+    words: u32,
+    body: Vec<u8>,
+}
+
+fn spec() -> Spec<Note> {
+    Spec::new()
+        .unique("title", |n: &ArchivedNote| n.title.to_string())
+        .index("words", |n: &ArchivedNote| n.words.to_native())
+}
+
+fn owned(n: &ArchivedNote) -> Note {
+    Note {
+        title: n.title.to_string(),
+        words: n.words.to_native(),
+        body: n.body.to_vec(),
+    }
+}
+
+type Model = BTreeMap<u64, Note>;
+
+fn note(rng: &mut SmallRng, serial: u64) -> Note {
+    let len = rng.random_range(0..300);
+    Note {
+        title: format!("t{serial}"),
+        words: rng.random_range(0..20),
+        body: (0..len).map(|i| (i as u8).wrapping_mul(7)).collect(),
+    }
+}
+
+/// Random inserts, replacements and removals, each its own `Sync` commit; the model follows.
+fn churn(
+    db: &Database,
+    notes: &Collection<Note>,
+    model: &mut Model,
+    rng: &mut SmallRng,
+    commits: usize,
+) {
+    for _ in 0..commits {
+        let serial = rng.random::<u64>();
+        let ids: Vec<u64> = model.keys().copied().collect();
+        match rng.random_range(0..10) {
+            0..5 => {
+                let n = note(rng, serial);
+                let id = db.insert(notes, &n).unwrap();
+                model.insert(id, n);
+            }
+            5..8 if !ids.is_empty() => {
+                let id = ids[rng.random_range(0..ids.len())];
+                let n = note(rng, serial);
+                db.put(notes, id, &n).unwrap();
+                model.insert(id, n);
+            }
+            _ if !ids.is_empty() => {
+                let id = ids[rng.random_range(0..ids.len())];
+                assert!(db.remove(notes, id).unwrap());
+                model.remove(&id);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn assert_state(db: &Database, notes: &Collection<Note>, model: &Model, label: &str) {
+    let snap = db.read();
+    let found: Model = snap.iter(notes).map(|(id, n)| (id, owned(n))).collect();
+    assert_eq!(&found, model, "{label}: documents");
+    assert_eq!(snap.count(notes), model.len(), "{label}: count");
+    for (id, n) in model {
+        let by_title = snap.find_one(notes, "title", &n.title).unwrap();
+        assert_eq!(by_title.map(|(i, _)| i), Some(*id), "{label}: unique index");
+    }
+    snap.check_indexes(notes)
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+}
+
+fn small_segments() -> Options {
+    Options {
+        segment_size_bytes: 64 << 10,
+        ..Options::default()
+    }
+}
+
+fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn reopening_from_a_checkpoint_and_the_log_after_it_finds_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut model = Model::new();
+    let mut other = Model::new();
+    {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        let notes = db.collection("notes", spec()).unwrap();
+        let drafts = db.collection("drafts", Spec::<Note>::new()).unwrap();
+        churn(&db, &notes, &mut model, &mut rng, 400);
+        churn(&db, &drafts, &mut other, &mut rng, 50);
+        let before = db.wal().start_lsn();
+        let info = db.checkpoint().unwrap();
+        assert_eq!(info.seq, db.read().seq());
+        assert!(
+            db.wal().start_lsn() > before,
+            "segments before the cut are gone"
+        );
+        assert_eq!(snapshot_files(dir.path()).len(), 2);
+        // Commits after the cut live in the log only.
+        churn(&db, &notes, &mut model, &mut rng, 100);
+    }
+    {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        let notes = db.collection("notes", spec()).unwrap();
+        let drafts = db.collection("drafts", Spec::<Note>::new()).unwrap();
+        assert_state(&db, &notes, &model, "after reopening");
+        let found: Model = db
+            .read()
+            .iter(&drafts)
+            .map(|(id, n)| (id, owned(n)))
+            .collect();
+        assert_eq!(found, other);
+        // New ids continue after the recovered ones.
+        let id = db.insert(&notes, &note(&mut rng, 1)).unwrap();
+        assert!(model.keys().all(|k| *k < id));
+        model.insert(id, note(&mut SmallRng::seed_from_u64(0), 1));
+        db.put(&notes, id, &model[&id]).unwrap();
+        let first = snapshot_files(dir.path());
+        db.checkpoint().unwrap();
+        let second = snapshot_files(dir.path());
+        assert_eq!(second.len(), 2, "superseded snapshots removed: {second:?}");
+        assert!(first.iter().all(|f| !second.contains(f)));
+        churn(&db, &notes, &mut model, &mut rng, 50);
+    }
+    let db = Database::open(dir.path(), small_segments()).unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    assert_state(&db, &notes, &model, "after the second checkpoint");
+}
+
+#[test]
+fn an_in_memory_database_releases_its_log_at_checkpoints() {
+    let db = Database::open(
+        "",
+        Options {
+            in_memory: true,
+            durability: Durability::None,
+            segment_size_bytes: 64 << 10,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    let mut model = Model::new();
+    let mut rng = SmallRng::seed_from_u64(3);
+    churn(&db, &notes, &mut model, &mut rng, 2000);
+    let info = db.checkpoint().unwrap();
+    assert!(info.wal_start_lsn > 0);
+    assert_eq!(db.wal().start_lsn(), info.wal_start_lsn);
+    assert_state(&db, &notes, &model, "after the checkpoint");
+}
+
+#[test]
+fn damaged_checkpoint_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(11);
+    let mut model = Model::new();
+    {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        let notes = db.collection("notes", spec()).unwrap();
+        churn(&db, &notes, &mut model, &mut rng, 100);
+        db.checkpoint().unwrap();
+    }
+    let snapshot = dir
+        .path()
+        .join("snapshots")
+        .join(&snapshot_files(dir.path())[0]);
+    let good = std::fs::read(&snapshot).unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0x10;
+    std::fs::write(&snapshot, &bad).unwrap();
+    match Database::open(dir.path(), small_segments()) {
+        Err(Error::Corruption { file, .. }) => assert!(file.starts_with("snapshots/c0-"), "{file}"),
+        other => panic!("a flipped bit in a snapshot: {other:?}"),
+    }
+    std::fs::write(&snapshot, &good).unwrap();
+    let manifest = dir.path().join("MANIFEST");
+    let whole = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &whole[..whole.len() - 3]).unwrap();
+    match Database::open(dir.path(), small_segments()) {
+        Err(Error::Corruption { file, .. }) => assert_eq!(file, "MANIFEST"),
+        other => panic!("a truncated manifest: {other:?}"),
+    }
+    std::fs::write(&manifest, &whole).unwrap();
+    std::fs::remove_file(&snapshot).unwrap();
+    match Database::open(dir.path(), small_segments()) {
+        Err(Error::Corruption { file, reason, .. }) => {
+            assert!(file.starts_with("snapshots/"), "{file}");
+            assert!(reason.contains("missing"), "{reason}");
+        }
+        other => panic!("a missing snapshot: {other:?}"),
+    }
+    std::fs::write(&snapshot, &good).unwrap();
+    let db = Database::open(dir.path(), small_segments()).unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    assert_state(&db, &notes, &model, "with the files repaired");
+}
+
+/// A database on a simulated disk with a first checkpoint done and commits after it.
+fn simulated(rng: &mut SmallRng) -> (Arc<MemStorage>, Arc<MemFiles>, Database, Model) {
+    let wal = Arc::new(MemStorage::simulated());
+    let files = MemFiles::simulated();
+    let db = Database::open_with(wal.clone(), files.clone(), small_segments()).unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    let mut model = Model::new();
+    churn(&db, &notes, &mut model, rng, 150);
+    db.checkpoint().unwrap();
+    churn(&db, &notes, &mut model, rng, 150);
+    (wal, files, db, model)
+}
+
+#[test]
+fn a_crash_at_any_step_of_a_checkpoint_loses_no_commit() {
+    // How many file steps a whole checkpoint takes here.
+    let total = {
+        let (_, files, db, _) = simulated(&mut SmallRng::seed_from_u64(1));
+        let before = files.steps();
+        db.checkpoint().unwrap();
+        files.steps() - before
+    };
+    assert!(
+        total >= 8,
+        "a checkpoint writes a snapshot and a manifest: {total} steps"
+    );
+    for step in 0..=total {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let (wal, files, db, model) = simulated(&mut rng);
+        files.fail_at_step(files.steps() + step);
+        let result = db.checkpoint();
+        assert_eq!(
+            result.is_ok(),
+            step == total,
+            "step {step} of {total}: {result:?}"
+        );
+        for renames_survive in [false, true] {
+            for log_kept in [false, true] {
+                let label = format!(
+                    "crash at step {step} of {total}, renames {renames_survive}, log {log_kept}"
+                );
+                let log = Arc::new(wal.crash_image(|_, _| log_kept));
+                let db =
+                    Database::open_with(log, files.crash_image(renames_survive), small_segments())
+                        .unwrap_or_else(|e| panic!("{label}: {e}"));
+                let notes = db.collection("notes", spec()).unwrap();
+                assert_state(&db, &notes, &model, &label);
+            }
+        }
+        drop(db);
+    }
+}
