@@ -25,6 +25,7 @@ use std::fmt::Debug;
 use std::ops::Bound;
 use std::sync::Arc;
 
+use collection_store::checkpoint::files::{CheckpointFiles, MemFiles};
 use collection_store::wal::{Durability, LogStorage, MemStorage};
 use collection_store::{
     Collection, Database, Docs, Error, IndexKey, Options, Savepoint, Snapshot, Spec, Transaction,
@@ -179,6 +180,8 @@ enum Action {
     },
     Auto(AutoOp),
     Reopen(Reopen),
+    /// `db.checkpoint()`: snapshots, manifest, log truncation.
+    Checkpoint,
 }
 
 #[derive(Clone, Debug)]
@@ -348,6 +351,7 @@ fn action(backend: Backend) -> impl Strategy<Value = Action> {
         3 => interleaved,
         2 => auto_op().prop_map(Action::Auto),
         1 => reopen(backend).prop_map(Action::Reopen),
+        1 => Just(Action::Checkpoint),
     ]
 }
 
@@ -433,6 +437,12 @@ impl Model {
         self.since_written.push(state.clone());
         self.since_synced.push(state.clone());
         self.state = state;
+    }
+
+    /// After a checkpoint: every commit so far is durable (the checkpoint waited for the log up to its cut).
+    fn checkpointed(&mut self) {
+        self.since_written = vec![self.state.clone()];
+        self.since_synced = vec![self.state.clone()];
     }
 
     /// After a reopen that recovered `state` (`durable`: from a crash image, whose bytes are all durable; else
@@ -879,6 +889,7 @@ struct Stats {
     rollbacks_to: u64,
     invalid_savepoints: u64,
     reopens: u64,
+    checkpoints: u64,
     lost_on_crash: u64,
     max_docs: usize,
 }
@@ -887,6 +898,8 @@ struct Harness<'s> {
     backend: Backend,
     options: Options,
     storage: Option<Arc<MemStorage>>,
+    /// (mem backend) The checkpoint files, kept across reopens like the log.
+    files: Option<Arc<MemFiles>>,
     dir: Option<tempfile::TempDir>,
     /// Also roll back to savepoints rolled back past after new writes (the known bug).
     model: Model,
@@ -898,7 +911,12 @@ impl Harness<'_> {
         let db = match self.backend {
             Backend::Mem => {
                 let storage = Arc::clone(self.storage.as_ref().expect("mem backend"));
-                Database::open_with_storage(storage as Arc<dyn LogStorage>, self.options.clone())
+                let files = Arc::clone(self.files.as_ref().expect("mem backend"));
+                Database::open_with(
+                    storage as Arc<dyn LogStorage>,
+                    files as Arc<dyn CheckpointFiles>,
+                    self.options.clone(),
+                )
             }
             Backend::Dir => Database::open(
                 self.dir.as_ref().expect("dir backend").path(),
@@ -934,6 +952,12 @@ impl Harness<'_> {
                 ),
                 Action::Auto(op) => self.run_auto(&db, &coll, op),
                 Action::Reopen(how) => (db, coll) = self.reopen(db, coll, *how),
+                Action::Checkpoint => {
+                    let info = db.checkpoint().expect("checkpoint");
+                    assert_eq!(info.seq, self.model.state.seq, "checkpoint's cut");
+                    self.model.checkpointed();
+                    self.stats.borrow_mut().checkpoints += 1;
+                }
             }
             check_snapshot(&db, &coll, &self.model.state, &step.queries);
             let mut stats = self.stats.borrow_mut();
@@ -1278,9 +1302,16 @@ impl Harness<'_> {
                     }
                     _ => storage.crash_image(|_, _| true),
                 };
+                // Renames not yet made durable survive or not (only a failed checkpoint leaves any).
+                let files = self
+                    .files
+                    .as_ref()
+                    .expect("mem backend")
+                    .crash_image(seed_bit(how));
                 drop(coll);
                 drop(db);
                 self.storage = Some(Arc::new(image));
+                self.files = Some(files);
                 match how {
                     Reopen::CrashTorn(_) => self.model.since_synced.clone(),
                     _ => self.model.since_written.clone(),
@@ -1302,6 +1333,11 @@ impl Harness<'_> {
             .recovered(found.clone(), !matches!(how, Reopen::Clean));
         (db, coll)
     }
+}
+
+/// One bit of a crash's seed (for choices the sector bits do not cover).
+fn seed_bit(how: Reopen) -> bool {
+    matches!(how, Reopen::CrashTorn(seed) if seed & 2 != 0)
 }
 
 /// What `TxOp::Modify` makes of a document.
@@ -1368,6 +1404,7 @@ fn run_model(backend: Backend, cases: u32) -> Stats {
                 ..Options::default()
             },
             storage: (backend == Backend::Mem).then(|| Arc::new(MemStorage::simulated())),
+            files: (backend == Backend::Mem).then(MemFiles::simulated),
             dir: (backend == Backend::Dir).then(|| tempfile::tempdir().expect("tempdir")),
             model: Model::new(),
             stats: &stats,
