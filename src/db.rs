@@ -13,6 +13,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use crate::publish::{Publisher, Versioned};
 use parking_lot::{Mutex, RwLock};
@@ -39,6 +40,27 @@ pub struct Options {
     pub max_document_bytes: usize,
     /// What recovery does about corruption in the log.
     pub recovery: RecoveryMode,
+    /// When to checkpoint in the background (`None`: only when [`Database::checkpoint`] is called).
+    pub auto_checkpoint: Option<AutoCheckpoint>,
+}
+
+/// When a background thread checkpoints: once the log has grown by `wal_bytes` since the last checkpoint, or once
+/// `interval` has passed with anything committed since. Bounds both the log's size and recovery time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoCheckpoint {
+    /// Log bytes since the last checkpoint that start one.
+    pub wal_bytes: u64,
+    /// Age of the last checkpoint that starts one (if anything was committed since).
+    pub interval: Duration,
+}
+
+impl Default for AutoCheckpoint {
+    fn default() -> Self {
+        Self {
+            wal_bytes: 256 << 20,
+            interval: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for Options {
@@ -49,6 +71,7 @@ impl Default for Options {
             segment_size_bytes: WalOptions::default().segment_size_bytes,
             max_document_bytes: 1 << 20,
             recovery: RecoveryMode::Strict,
+            auto_checkpoint: Some(AutoCheckpoint::default()),
         }
     }
 }
@@ -226,6 +249,15 @@ pub(crate) struct Inner {
     files: Arc<dyn CheckpointFiles>,
     /// The manifest of the last checkpoint (locked for the whole of a checkpoint: one runs at a time).
     last_checkpoint: Mutex<Manifest>,
+    /// Whether checkpoint files outlive this handle (not so for `open_with_storage`, whose files are in memory
+    /// while its log may be reopened: a checkpoint there would truncate the log for nothing).
+    checkpoints_kept: bool,
+    /// The last checkpoint's cut (for the checkpointer's policy).
+    last_cut_lsn: AtomicU64,
+    /// Nudges the checkpointer when the log has grown past its policy (`None`: no checkpointer).
+    checkpoint_wake: Option<(crossbeam_channel::Sender<()>, u64)>,
+    /// Why the last background checkpoint failed, if it did.
+    background_error: Mutex<Option<String>>,
     /// Prepared transactions whose decision was not in the log at open (participant role): commits are refused
     /// until they are resolved.
     in_doubt: Mutex<Vec<InDoubt>>,
@@ -243,10 +275,60 @@ pub(crate) struct Inner {
     _lock: Option<File>,
 }
 
-/// An open database. Cheap to clone; all clones share one state. `Send + Sync`.
+/// An open database. Cheap to clone; all clones share one state. `Send + Sync`. Dropping the last clone stops the
+/// background checkpointer (waiting for a checkpoint it is writing), then closes the database.
 #[derive(Clone)]
 pub struct Database {
+    // Dropped first: the last handle stops the checkpointer before `inner` can go.
+    _checkpointer: Option<Arc<Checkpointer>>,
     pub(crate) inner: Arc<Inner>,
+}
+
+/// The background checkpoint thread of one database: it holds only a `Weak` of the database, and is stopped and
+/// joined when the last [`Database`] handle drops.
+struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    wake: crossbeam_channel::Sender<()>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.wake.try_send(());
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The checkpointer's loop: wake on a nudge from a commit or on a tick, checkpoint when the policy says so.
+fn run_checkpointer(
+    inner: std::sync::Weak<Inner>,
+    wake: &crossbeam_channel::Receiver<()>,
+    stop: &std::sync::atomic::AtomicBool,
+    policy: AutoCheckpoint,
+) {
+    let tick = policy.interval.min(Duration::from_secs(1));
+    let mut last = std::time::Instant::now();
+    loop {
+        let _ = wake.recv_timeout(tick);
+        if stop.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let behind = inner.wal.end_lsn().saturating_sub(
+            inner
+                .last_cut_lsn
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let due = behind >= policy.wal_bytes || (behind > 0 && last.elapsed() >= policy.interval);
+        if due {
+            let outcome = inner.checkpoint();
+            *inner.background_error.lock() = outcome.err().map(|e| e.to_string());
+            last = std::time::Instant::now();
+        }
+    }
 }
 
 impl std::fmt::Debug for Database {
@@ -354,7 +436,7 @@ impl Database {
         if options.in_memory {
             let wal = Wal::open_in_memory(wal_options)?;
             let files = Arc::new(MemFiles::new());
-            return Self::with_wal(wal, RecoveryReport::default(), options, None, files);
+            return Self::with_wal(wal, RecoveryReport::default(), options, None, files, true);
         }
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
@@ -374,12 +456,13 @@ impl Database {
         }
         let (wal, report) = Wal::open(dir.join("wal"), wal_options)?;
         let files = Arc::new(DirFiles::new(dir)?);
-        Self::with_wal(wal, report, options, Some(lock), files)
+        Self::with_wal(wal, report, options, Some(lock), files, true)
     }
 
     /// Opens the database whose log lives in `storage` (for example [`crate::wal::MemStorage::simulated`], to
-    /// test crash recovery), with its checkpoint files in memory. No directory lock is taken: the storage is this
-    /// handle's alone.
+    /// test crash recovery). No directory lock is taken: the storage is this handle's alone. It has nowhere to keep
+    /// checkpoint files across reopens, so it does not checkpoint ([`Database::checkpoint`] is refused): use
+    /// [`Database::open_with`] for that.
     ///
     /// # Errors
     /// Log recovery errors.
@@ -387,7 +470,13 @@ impl Database {
         storage: Arc<dyn crate::wal::LogStorage>,
         options: Options,
     ) -> Result<Self> {
-        Self::open_with(storage, Arc::new(MemFiles::new()), options)
+        let wal_options = WalOptions {
+            segment_size_bytes: options.segment_size_bytes,
+            recovery: options.recovery,
+            ..WalOptions::default()
+        };
+        let (wal, report) = Wal::open_with_storage(storage, wal_options)?;
+        Self::with_wal(wal, report, options, None, Arc::new(MemFiles::new()), false)
     }
 
     /// Opens the database whose log lives in `storage` and whose checkpoint files live in `files` (for example
@@ -406,7 +495,7 @@ impl Database {
             ..WalOptions::default()
         };
         let (wal, report) = Wal::open_with_storage(storage, wal_options)?;
-        Self::with_wal(wal, report, options, None, files)
+        Self::with_wal(wal, report, options, None, files, true)
     }
 
     fn with_wal(
@@ -415,6 +504,7 @@ impl Database {
         options: Options,
         lock: Option<File>,
         files: Arc<dyn CheckpointFiles>,
+        checkpoints_kept: bool,
     ) -> Result<Self> {
         let mut catalog = Catalog::default();
         let manifest = read_manifest(&*files, wal.salt())?.unwrap_or_default();
@@ -441,28 +531,53 @@ impl Database {
             std::mem::take(&mut replayed.collections),
             &registry,
         ));
+        let policy = options.auto_checkpoint.filter(|_| checkpoints_kept);
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let cut_lsn = manifest.cut_lsn;
+        let inner = Arc::new(Inner {
+            checkpoints_kept,
+            last_cut_lsn: AtomicU64::new(cut_lsn),
+            checkpoint_wake: policy.map(|p| (wake_tx.clone(), p.wal_bytes)),
+            background_error: Mutex::new(None),
+            id: NEXT_DATABASE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            wal,
+            options,
+            registry,
+            published: Publisher::new(Arc::clone(&version), PendingChanges::default()),
+            commit: Arc::new(Mutex::new(CommitState {
+                latest: version,
+                last_sync_end: 0,
+            })),
+            files,
+            last_checkpoint: Mutex::new(manifest),
+            in_doubt: Mutex::new(replayed.in_doubt),
+            committed_2pc: Mutex::new(replayed.committed_2pc),
+            presumed_aborted: Mutex::new(presumed_aborted),
+            listeners: Mutex::new(Vec::new()),
+            has_listeners: std::sync::atomic::AtomicBool::new(false),
+            catalog: RwLock::new(catalog),
+            recovery,
+            _lock: lock,
+        });
+        let checkpointer = policy
+            .map(|policy| -> Result<Arc<Checkpointer>> {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let weak = Arc::downgrade(&inner);
+                let thread_stop = Arc::clone(&stop);
+                let thread = std::thread::Builder::new()
+                    .name("cstore-checkpoint".into())
+                    .spawn(move || run_checkpointer(weak, &wake_rx, &thread_stop, policy))
+                    .map_err(|e| Error::io("spawn checkpoint thread", "", e))?;
+                Ok(Arc::new(Checkpointer {
+                    stop,
+                    wake: wake_tx,
+                    thread: Mutex::new(Some(thread)),
+                }))
+            })
+            .transpose()?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                id: NEXT_DATABASE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                wal,
-                options,
-                registry,
-                published: Publisher::new(Arc::clone(&version), PendingChanges::default()),
-                commit: Arc::new(Mutex::new(CommitState {
-                    latest: version,
-                    last_sync_end: 0,
-                })),
-                files,
-                last_checkpoint: Mutex::new(manifest),
-                in_doubt: Mutex::new(replayed.in_doubt),
-                committed_2pc: Mutex::new(replayed.committed_2pc),
-                presumed_aborted: Mutex::new(presumed_aborted),
-                listeners: Mutex::new(Vec::new()),
-                has_listeners: std::sync::atomic::AtomicBool::new(false),
-                catalog: RwLock::new(catalog),
-                recovery,
-                _lock: lock,
-            }),
+            _checkpointer: checkpointer,
+            inner,
         })
     }
 
@@ -747,78 +862,13 @@ impl Database {
     /// [`Error::InDoubt`] while a prepared transaction awaits its decision; [`Error::Poisoned`]; I/O errors (the
     /// previous checkpoint stays in force).
     pub fn checkpoint(&self) -> Result<CheckpointInfo> {
-        let inner = &self.inner;
-        let mut last = inner.last_checkpoint.lock();
-        // The cut: the newest committed version, the log's end, and the catalog, together (the same lock order as
-        // binding: catalog, then commit).
-        let (version, cut_lsn, names, committed_2pc) = {
-            let catalog = inner.catalog.read();
-            let state = inner.commit.lock();
-            inner.wal.check_poison()?;
-            inner.check_no_in_doubt()?;
-            let names: Vec<(Arc<str>, Option<String>)> = catalog
-                .slots
-                .iter()
-                .map(|s| (Arc::clone(&s.name), s.declared_type.clone()))
-                .collect();
-            let mut committed: Vec<u64> = inner.committed_2pc.lock().iter().copied().collect();
-            committed.sort_unstable();
-            (
-                Arc::clone(&state.latest),
-                inner.wal.end_lsn(),
-                names,
-                committed,
-            )
-        };
-        // Everything before the cut must be durable before a manifest can point past it.
-        inner.wal.wait_durable(cut_lsn, Durability::Sync)?;
-        let salt = inner.wal.salt();
-        let mut bytes_written = 0u64;
-        let mut collections = Vec::with_capacity(names.len());
-        for (slot, (name, declared_type)) in names.into_iter().enumerate() {
-            let slot32 = u32::try_from(slot).expect("fewer than 2^32 collections");
-            let (file, docs) = match (version.collection(slot32), version.store(slot32)) {
-                (Some(view), Some(store)) if !view.is_empty() || store.next_id() > 0 => {
-                    let file = format!("{SNAPSHOT_FOLDER}/c{slot}-{:016x}.snap", version.seq);
-                    let bytes = checkpoint::encode_snapshot(
-                        salt,
-                        version.seq,
-                        &name,
-                        store.next_id(),
-                        view.iter(),
-                    );
-                    inner.files.write_durably(&file, &bytes)?;
-                    bytes_written += bytes.len() as u64;
-                    (Some(file), view.len() as u64)
-                }
-                _ => (None, 0),
-            };
-            collections.push(ManifestCollection {
-                name: name.to_string(),
-                declared_type,
-                file,
-                docs,
-            });
-        }
-        let manifest = Manifest {
-            seq: version.seq,
-            cut_lsn,
-            collections,
-            committed_2pc,
-        };
-        let encoded = checkpoint::encode_manifest(salt, &manifest);
-        inner.files.write_durably(MANIFEST_FILE, &encoded)?;
-        bytes_written += encoded.len() as u64;
-        // The new checkpoint is in force: the log before the cut and the old snapshots can go.
-        let wal_start_lsn = inner.wal.truncate_before(cut_lsn)?;
-        remove_unreferenced_snapshots(&*inner.files, &manifest)?;
-        *last = manifest;
-        Ok(CheckpointInfo {
-            seq: version.seq,
-            cut_lsn,
-            wal_start_lsn,
-            bytes_written,
-        })
+        self.inner.checkpoint()
+    }
+
+    /// Why the last background checkpoint failed, if it did (`None` once one succeeds again).
+    #[must_use]
+    pub fn background_checkpoint_error(&self) -> Option<String> {
+        self.inner.background_error.lock().clone()
     }
 
     /// A read snapshot of the latest published version. Never blocks, and is never blocked.
@@ -887,6 +937,90 @@ fn apply_error(collection: &str, error: ApplyError) -> Error {
 }
 
 impl Inner {
+    fn checkpoint(&self) -> Result<CheckpointInfo> {
+        let inner = self;
+        if !inner.checkpoints_kept {
+            return Err(Error::InvalidOptions(
+                "this database keeps no checkpoint files (opened with open_with_storage): use Database::open_with"
+                    .into(),
+            ));
+        }
+        let mut last = inner.last_checkpoint.lock();
+        // The cut: the newest committed version, the log's end, and the catalog, together (the same lock order as
+        // binding: catalog, then commit).
+        let (version, cut_lsn, names, committed_2pc) = {
+            let catalog = inner.catalog.read();
+            let state = inner.commit.lock();
+            inner.wal.check_poison()?;
+            inner.check_no_in_doubt()?;
+            let names: Vec<(Arc<str>, Option<String>)> = catalog
+                .slots
+                .iter()
+                .map(|s| (Arc::clone(&s.name), s.declared_type.clone()))
+                .collect();
+            let mut committed: Vec<u64> = inner.committed_2pc.lock().iter().copied().collect();
+            committed.sort_unstable();
+            (
+                Arc::clone(&state.latest),
+                inner.wal.end_lsn(),
+                names,
+                committed,
+            )
+        };
+        // Everything before the cut must be durable before a manifest can point past it.
+        inner.wal.wait_durable(cut_lsn, Durability::Sync)?;
+        let salt = inner.wal.salt();
+        let mut bytes_written = 0u64;
+        let mut collections = Vec::with_capacity(names.len());
+        for (slot, (name, declared_type)) in names.into_iter().enumerate() {
+            let slot32 = u32::try_from(slot).expect("fewer than 2^32 collections");
+            let (file, docs) = match (version.collection(slot32), version.store(slot32)) {
+                (Some(view), Some(store)) if !view.is_empty() || store.next_id() > 0 => {
+                    let file = format!("{SNAPSHOT_FOLDER}/c{slot}-{:016x}.snap", version.seq);
+                    let bytes = checkpoint::encode_snapshot(
+                        salt,
+                        version.seq,
+                        &name,
+                        store.next_id(),
+                        view.iter(),
+                    );
+                    inner.files.write_durably(&file, &bytes)?;
+                    bytes_written += bytes.len() as u64;
+                    (Some(file), view.len() as u64)
+                }
+                _ => (None, 0),
+            };
+            collections.push(ManifestCollection {
+                name: name.to_string(),
+                declared_type,
+                file,
+                docs,
+            });
+        }
+        let manifest = Manifest {
+            seq: version.seq,
+            cut_lsn,
+            collections,
+            committed_2pc,
+        };
+        let encoded = checkpoint::encode_manifest(salt, &manifest);
+        inner.files.write_durably(MANIFEST_FILE, &encoded)?;
+        bytes_written += encoded.len() as u64;
+        // The new checkpoint is in force: the log before the cut and the old snapshots can go.
+        let wal_start_lsn = inner.wal.truncate_before(cut_lsn)?;
+        remove_unreferenced_snapshots(&*inner.files, &manifest)?;
+        inner
+            .last_cut_lsn
+            .store(cut_lsn, std::sync::atomic::Ordering::Relaxed);
+        *last = manifest;
+        Ok(CheckpointInfo {
+            seq: version.seq,
+            cut_lsn,
+            wal_start_lsn,
+            bytes_written,
+        })
+    }
+
     /// Commits `ops` read from `snapshot`: conflict and unique checks, one log group, the durable wait, then
     /// publication in commit order. With `participants`, the commit is two-phase: PREPARE (the writes) is logged
     /// and synced, every participant votes, then the decision is logged (COMMIT synced, or ABORT).
@@ -1007,6 +1141,15 @@ impl Inner {
         let group = self.wal.append_group(records, Durability::None)?;
         if durability == Durability::Sync {
             state.last_sync_end = group.end_lsn;
+        }
+        if let Some((wake, wal_bytes)) = &self.checkpoint_wake
+            && group
+                .end_lsn
+                .saturating_sub(self.last_cut_lsn.load(std::sync::atomic::Ordering::Relaxed))
+                >= *wal_bytes
+        {
+            // The checkpointer may be busy: one pending nudge is enough.
+            let _ = wake.try_send(());
         }
         let horizon = self.registry.horizon();
         for collection in &state.latest.collections {

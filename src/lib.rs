@@ -43,7 +43,8 @@ pub mod wal;
 pub use collection::{Document, IndexKey, Spec};
 #[cfg(not(loom))]
 pub use db::{
-    Change, CheckpointInfo, Collection, CommitInfo, Database, Docs, InDoubt, Options, Snapshot,
+    AutoCheckpoint, Change, CheckpointInfo, Collection, CommitInfo, Database, Docs, InDoubt,
+    Options, Snapshot,
 };
 #[cfg(not(loom))]
 pub use error::{Error, Result};

@@ -281,3 +281,76 @@ fn a_crash_at_any_step_of_a_checkpoint_loses_no_commit() {
         drop(db);
     }
 }
+
+fn auto(wal_bytes: u64, interval: std::time::Duration) -> Options {
+    Options {
+        auto_checkpoint: Some(collection_store::AutoCheckpoint {
+            wal_bytes,
+            interval,
+        }),
+        ..small_segments()
+    }
+}
+
+/// Polls `done` for up to 20 s.
+fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn background_checkpoints_bound_the_log_and_never_keep_the_directory_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = auto(256 << 10, std::time::Duration::from_secs(3600));
+    let mut rng = SmallRng::seed_from_u64(5);
+    let mut model = Model::new();
+    for round in 0..6 {
+        // Every drop stops the checkpointer (waiting for a checkpoint it is writing) before closing, so reopening
+        // right away never finds the directory locked.
+        let db = Database::open(dir.path(), options.clone()).unwrap();
+        let notes = db.collection("notes", spec()).unwrap();
+        assert_state(&db, &notes, &model, &format!("round {round}"));
+        churn(&db, &notes, &mut model, &mut rng, 600);
+        let bounded = eventually(|| {
+            let wal = db.wal();
+            wal.end_lsn() - wal.start_lsn() <= (256 << 10) + 3 * (64 << 10)
+        });
+        assert!(
+            bounded,
+            "round {round}: log {}..{}",
+            db.wal().start_lsn(),
+            db.wal().end_lsn()
+        );
+        assert_eq!(db.background_checkpoint_error(), None);
+    }
+    let db = Database::open(dir.path(), options).unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    assert_state(&db, &notes, &model, "at the end");
+}
+
+#[test]
+fn a_checkpoint_also_comes_with_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(
+        dir.path(),
+        auto(u64::MAX, std::time::Duration::from_millis(100)),
+    )
+    .unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    let mut model = Model::new();
+    churn(&db, &notes, &mut model, &mut SmallRng::seed_from_u64(9), 20);
+    assert!(eventually(|| dir.path().join("MANIFEST").exists()));
+}
+
+#[test]
+fn a_database_without_kept_checkpoint_files_refuses_to_checkpoint() {
+    let db =
+        Database::open_with_storage(Arc::new(MemStorage::simulated()), small_segments()).unwrap();
+    assert!(matches!(db.checkpoint(), Err(Error::InvalidOptions(_))));
+}
