@@ -354,3 +354,72 @@ fn a_database_without_kept_checkpoint_files_refuses_to_checkpoint() {
         Database::open_with_storage(Arc::new(MemStorage::simulated()), small_segments()).unwrap();
     assert!(matches!(db.checkpoint(), Err(Error::InvalidOptions(_))));
 }
+
+/// Bytes of every file under `dir`.
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                disk_bytes(&e.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn disk_use_stays_bounded_under_churn() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = 64u64 << 10;
+    let db = Database::open(dir.path(), small_segments()).unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    let mut rng = SmallRng::seed_from_u64(21);
+    let mut model = Model::new();
+    for n in 0..200 {
+        let id = db.insert(&notes, &note(&mut rng, n)).unwrap();
+        model.insert(id, note(&mut rng, n));
+        db.put(&notes, id, &model[&id]).unwrap();
+    }
+    let ids: Vec<u64> = model.keys().copied().collect();
+    let mut largest = 0;
+    for round in 0..30u64 {
+        // 300 replacements (about 100 KiB of log), then a checkpoint.
+        for i in 0..300u64 {
+            let id = ids[rng.random_range(0..ids.len())];
+            let n = note(&mut rng, 1000 + round * 300 + i);
+            let n = Note {
+                title: model[&id].title.clone(),
+                ..n
+            };
+            db.put(&notes, id, &n).unwrap();
+            model.insert(id, n);
+        }
+        db.checkpoint().unwrap();
+        let snapshot: u64 = snapshot_files(dir.path())
+            .iter()
+            .map(|f| {
+                std::fs::metadata(dir.path().join("snapshots").join(f))
+                    .unwrap()
+                    .len()
+            })
+            .sum();
+        let used = disk_bytes(dir.path());
+        // Twice the live data (a snapshot being replaced), the segment being written, the one prepared next, the
+        // free pool (2), the log since the cut (none here), and the small files.
+        let bound = 2 * snapshot + 4 * segment + (16 << 10);
+        assert!(
+            used <= bound,
+            "round {round}: {used} bytes on disk, bound {bound} (snapshot {snapshot})"
+        );
+        largest = largest.max(used);
+    }
+    assert_state(&db, &notes, &model, "after the churn");
+    assert!(
+        largest < 1 << 20,
+        "30 rounds of churn left at most {largest} bytes"
+    );
+}

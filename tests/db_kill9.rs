@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use collection_store::wal::Durability;
-use collection_store::{Collection, Database, Error, Options, Snapshot, Spec};
+use collection_store::{AutoCheckpoint, Collection, Database, Error, Options, Snapshot, Spec};
 use common::{Kill9, env_or};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -69,9 +69,15 @@ const DEFAULT_SEED: u64 = 0x0DB9_0009;
 const SEGMENT_BYTES: u64 = 64 << 10;
 const COLLECTION: &str = "items";
 
+/// Small segments, and background checkpoints every 32 KiB of log or 5 ms: kills land before, during and after
+/// checkpoints (snapshot and manifest writes, log truncation).
 fn options() -> Options {
     Options {
         segment_size_bytes: SEGMENT_BYTES,
+        auto_checkpoint: Some(AutoCheckpoint {
+            wal_bytes: 32 << 10,
+            interval: Duration::from_millis(5),
+        }),
         ..Options::default()
     }
 }
@@ -628,6 +634,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
     let (mut dir, mut before): (PathBuf, State) = (PathBuf::new(), State::new());
     let (mut acked_total, mut acked_durable, mut present_total, mut unacked_present) = (0, 0, 0, 0);
     let (mut killed_before_open, mut locked_checks, mut max_segments) = (0, 0, 0);
+    let mut after_checkpoints = 0;
     let started = Instant::now();
     for iteration in 0..iterations {
         let epoch = iteration as u32;
@@ -668,6 +675,9 @@ fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
         if !dir.exists() {
             continue; // killed before it even created the directory
         }
+        if dir.join("MANIFEST").exists() {
+            after_checkpoints += 1;
+        }
         let (now, found, segments) = reopen_and_check(&dir, &before, epoch, seed, &acks)
             .unwrap_or_else(|e| panic!("{context}: {e}"));
         acked_total += acks.len();
@@ -684,11 +694,12 @@ fn kill_9_at_random_moments_loses_no_acknowledged_transaction() {
         "{iterations} kills in {:.1?}: {acked_total} acknowledged transactions ({acked_durable} Os or Sync), \
          {present_total} transactions (attempts) recovered, {unacked_present} of them unacknowledged or None; \
          {killed_before_open} killed before opening, {locked_checks} lock checks, up to {max_segments} segments \
-         recovered",
+         recovered, {after_checkpoints} recoveries from a checkpoint",
         started.elapsed()
     );
     if iterations >= 20 {
         assert!(acked_durable > 0, "no child acknowledged a durable commit");
+        assert!(after_checkpoints > 0, "no kill came after a checkpoint");
     }
 }
 
