@@ -718,6 +718,8 @@ impl Database {
     /// # Errors
     /// [`Error::NotFound`] if no such transaction is in doubt; log errors.
     pub fn resolve_in_doubt(&self, txid: u64, commit: bool) -> Result<()> {
+        // The catalog before the commit lock: the order binding and checkpoints take them in.
+        let catalog = self.inner.catalog.read();
         let mut state = self.inner.commit.lock();
         let mut in_doubt = self.inner.in_doubt.lock();
         let position = in_doubt
@@ -734,7 +736,6 @@ impl Database {
         }
         let transaction = in_doubt.remove(position);
         drop(in_doubt);
-        let catalog = self.inner.catalog.read();
         let mut ops = Vec::with_capacity(transaction.ops.len());
         for record in &transaction.ops {
             let op = decode_op(record.payload())
@@ -1534,11 +1535,13 @@ fn load_checkpoint(
     let mut collections = Vec::with_capacity(manifest.collections.len());
     for entry in &manifest.collections {
         let slot = catalog.slot_for(&entry.name) as usize;
-        debug_assert_eq!(
-            slot,
-            collections.len(),
-            "the manifest lists each collection once"
-        );
+        if slot != collections.len() {
+            return Err(Error::Corruption {
+                file: MANIFEST_FILE.into(),
+                offset: 0,
+                reason: format!("lists collection {:?} twice", entry.name),
+            });
+        }
         catalog.slots[slot]
             .declared_type
             .clone_from(&entry.declared_type);

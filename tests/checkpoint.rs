@@ -423,3 +423,37 @@ fn disk_use_stays_bounded_under_churn() {
         "30 rounds of churn left at most {largest} bytes"
     );
 }
+
+#[test]
+fn a_manifest_naming_a_collection_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let salt = {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        let notes = db.collection("notes", spec()).unwrap();
+        churn(
+            &db,
+            &notes,
+            &mut Model::new(),
+            &mut SmallRng::seed_from_u64(2),
+            20,
+        );
+        db.checkpoint().unwrap();
+        db.wal().salt()
+    };
+    let manifest_path = dir.path().join("MANIFEST");
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(&std::fs::read(&manifest_path).unwrap());
+    let mut manifest =
+        collection_store::checkpoint::open_manifest("MANIFEST", salt, &aligned).unwrap();
+    let twice = manifest.collections[0].clone();
+    manifest.collections.push(twice);
+    let encoded = collection_store::checkpoint::encode_manifest(salt, &manifest);
+    std::fs::write(&manifest_path, &encoded[..]).unwrap();
+    match Database::open(dir.path(), small_segments()) {
+        Err(Error::Corruption { file, reason, .. }) => {
+            assert_eq!(file, "MANIFEST");
+            assert!(reason.contains("twice"), "{reason}");
+        }
+        other => panic!("a manifest naming a collection twice: {other:?}"),
+    }
+}
