@@ -975,7 +975,19 @@ impl Inner {
         let mut collections = Vec::with_capacity(names.len());
         for (slot, (name, declared_type)) in names.into_iter().enumerate() {
             let slot32 = u32::try_from(slot).expect("fewer than 2^32 collections");
+            let unchanged = last.collections.get(slot).filter(|previous| {
+                previous.name == *name
+                    && previous.file.is_some()
+                    && version
+                        .store(slot32)
+                        .is_some_and(|store| store.changed_seq() <= last.seq)
+            });
             let (file, docs) = match (version.collection(slot32), version.store(slot32)) {
+                // Nothing written since the last checkpoint: its snapshot still holds exactly this.
+                _ if unchanged.is_some() => {
+                    let previous = unchanged.expect("checked");
+                    (previous.file.clone(), previous.docs)
+                }
                 (Some(view), Some(store)) if !view.is_empty() || store.next_id() > 0 => {
                     let file = format!("{SNAPSHOT_FOLDER}/c{slot}-{:016x}.snap", version.seq);
                     let bytes = checkpoint::encode_snapshot(
@@ -1556,14 +1568,14 @@ fn load_checkpoint(
         })?;
         let contents = checkpoint::open_snapshot(file, salt, bytes.bytes())?;
         if contents.name != entry.name
-            || contents.seq != manifest.seq
+            || contents.seq > manifest.seq
             || contents.docs.len() as u64 != entry.docs
         {
             return Err(Error::Corruption {
                 file: file.clone(),
                 offset: 0,
                 reason: format!(
-                    "holds {:?} at {} with {} documents; the manifest says {:?} at {} with {}",
+                    "holds {:?} at {} with {} documents; the manifest says {:?} at or before {} with {}",
                     contents.name,
                     contents.seq,
                     contents.docs.len(),
@@ -1579,7 +1591,7 @@ fn load_checkpoint(
                 collection::DocBytes::shared(Arc::clone(&bytes), offset, len),
             )
         });
-        let (store, count) = Store::loaded(docs, manifest.seq, contents.next_id);
+        let (store, count) = Store::loaded(docs, contents.seq, contents.next_id);
         collections.push(CollectionState {
             store: Arc::new(store),
             count,

@@ -152,7 +152,12 @@ fn reopening_from_a_checkpoint_and_the_log_after_it_finds_every_commit() {
         db.checkpoint().unwrap();
         let second = snapshot_files(dir.path());
         assert_eq!(second.len(), 2, "superseded snapshots removed: {second:?}");
-        assert!(first.iter().all(|f| !second.contains(f)));
+        // "notes" changed: its snapshot is replaced; "drafts" did not: its snapshot stays.
+        assert_eq!(
+            first.iter().filter(|f| !second.contains(f)).count(),
+            1,
+            "{first:?} -> {second:?}"
+        );
         churn(&db, &notes, &mut model, &mut rng, 50);
     }
     let db = Database::open(dir.path(), small_segments()).unwrap();
@@ -456,4 +461,47 @@ fn a_manifest_naming_a_collection_twice_is_refused() {
         }
         other => panic!("a manifest naming a collection twice: {other:?}"),
     }
+}
+
+#[test]
+fn a_checkpoint_keeps_the_snapshot_of_a_collection_unchanged_since_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(31);
+    let (mut busy, mut quiet) = (Model::new(), Model::new());
+    let first = {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        let notes = db.collection("busy", spec()).unwrap();
+        let archive = db.collection("quiet", spec()).unwrap();
+        churn(&db, &notes, &mut busy, &mut rng, 100);
+        churn(&db, &archive, &mut quiet, &mut rng, 300);
+        let whole = db.checkpoint().unwrap();
+        let files = snapshot_files(dir.path());
+        churn(&db, &notes, &mut busy, &mut rng, 20);
+        let partial = db.checkpoint().unwrap();
+        assert!(
+            partial.bytes_written < whole.bytes_written,
+            "only the changed collection is written again: {} then {}",
+            whole.bytes_written,
+            partial.bytes_written
+        );
+        let now = snapshot_files(dir.path());
+        assert!(
+            now.contains(&files[1]),
+            "quiet's snapshot kept: {files:?} -> {now:?}"
+        );
+        assert!(
+            !now.contains(&files[0]),
+            "busy's snapshot replaced: {files:?} -> {now:?}"
+        );
+        now
+    };
+    let db = Database::open(dir.path(), small_segments()).unwrap();
+    let notes = db.collection("busy", spec()).unwrap();
+    let archive = db.collection("quiet", spec()).unwrap();
+    assert_state(&db, &notes, &busy, "busy");
+    assert_state(&db, &archive, &quiet, "quiet");
+    // Still unchanged after a reopen: a checkpoint now writes only the manifest.
+    churn(&db, &notes, &mut busy, &mut rng, 5);
+    db.checkpoint().unwrap();
+    assert!(snapshot_files(dir.path()).contains(&first[1]));
 }

@@ -434,6 +434,8 @@ pub struct Store {
     indexes: Vec<IndexStore>,
     /// Ids below this were used at least once.
     next_id: AtomicU64,
+    /// Sequence number of the newest commit that wrote to this store (or of the checkpoint it was loaded from).
+    changed_seq: AtomicU64,
     /// In commit order (the committer's only; the mutex is uncontended).
     garbage: Mutex<VecDeque<Garbage>>,
 }
@@ -461,6 +463,7 @@ impl Store {
                 })
                 .collect(),
             next_id: AtomicU64::new(0),
+            changed_seq: AtomicU64::new(0),
             garbage: Mutex::new(VecDeque::new()),
         }
     }
@@ -490,6 +493,13 @@ impl Store {
     #[must_use]
     pub fn next_id(&self) -> u64 {
         self.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Sequence number of the newest commit that wrote to this store (a checkpoint can keep the previous snapshot
+    /// of a store unchanged since it).
+    #[must_use]
+    pub fn changed_seq(&self) -> u64 {
+        self.changed_seq.load(Ordering::Relaxed)
     }
 
     /// Checks the unique indexes for `writes` (one per document) applied together to the newest version: a key
@@ -604,6 +614,9 @@ impl Store {
             self.next_id
                 .fetch_max(write.id.saturating_add(1), Ordering::Relaxed);
         }
+        if !writes.is_empty() {
+            self.changed_seq.fetch_max(seq, Ordering::Relaxed);
+        }
         delta
     }
 
@@ -665,6 +678,7 @@ impl Store {
             count += 1;
         }
         store.next_id.store(next_id, Ordering::Relaxed);
+        store.changed_seq.store(seq, Ordering::Relaxed);
         (store, count)
     }
 
@@ -694,6 +708,9 @@ impl Store {
             }
         }
         built.next_id.store(self.next_id(), Ordering::Relaxed);
+        built
+            .changed_seq
+            .store(self.changed_seq(), Ordering::Relaxed);
         Ok((built, count))
     }
 }
