@@ -430,7 +430,9 @@ impl IndexStore {
 /// Readers (through [`View`]) take no lock; the one committer changes it in place. A commit stamps what it writes
 /// with its sequence number, which no snapshot sees before the database publishes it.
 pub struct Store {
-    docs: VersionedMap<u64, DocBytes>,
+    /// Shared with the store this one was rebuilt from, if any (binding a recovered collection adds indexes, not a
+    /// copy of its documents).
+    docs: Arc<VersionedMap<u64, DocBytes>>,
     indexes: Vec<IndexStore>,
     /// Ids below this were used at least once.
     next_id: AtomicU64,
@@ -454,7 +456,7 @@ impl Store {
     #[must_use]
     pub fn new(defs: &[IndexDef]) -> Self {
         Self {
-            docs: VersionedMap::new(),
+            docs: Arc::new(VersionedMap::new()),
             indexes: defs
                 .iter()
                 .map(|d| IndexStore {
@@ -682,35 +684,51 @@ impl Store {
         (store, count)
     }
 
-    /// A new store holding the newest version of every document (and removal) of this one, with the indexes of
-    /// `defs` (used when a recovered collection gets its type). Returns it with its number of documents.
+    /// A store with the indexes of `defs` over the same documents as this one (used when a recovered collection gets
+    /// its type): the document versions are shared, not copied, and the indexes are built from each document's
+    /// newest version. Returns it with its number of documents. From then on only the new store is written; this
+    /// one serves the snapshots taken before.
     ///
     /// # Errors
-    /// [`ApplyError::Unique`] if the documents violate a unique index of `defs`.
+    /// [`ApplyError::Unique`] if the documents violate a unique index of `defs` (nothing changes then).
     pub fn rebuilt(&self, defs: &[IndexDef]) -> Result<(Self, usize), ApplyError> {
-        let built = Self::new(defs);
+        let mut built = Self::new(defs);
+        built.docs = Arc::clone(&self.docs);
         let mut count = 0;
         for entry in self.docs.keys() {
             let id = *entry.value();
-            let Some((seq, doc)) = self.docs.latest(&id) else {
+            let Some((seq, Some(doc))) = self.docs.latest(&id) else {
                 continue;
             };
-            if let Some(doc) = &doc {
-                let write = [Write { id, doc: Some(doc) }];
-                built.check_unique(defs, &write)?;
-                built.apply(defs, &write, seq, false);
-                count += 1;
-            } else {
-                // Keep the removal for conflict detection until every snapshot is past it: a key whose only
-                // version is a removal, pruned (forgotten) once the horizon reaches it.
-                built.docs.record_removal(id, seq);
-                built.garbage.lock().push_back(Garbage::Doc { seq, id });
+            built.check_unique(
+                defs,
+                &[Write {
+                    id,
+                    doc: Some(&doc),
+                }],
+            )?;
+            for (index, def) in defs.iter().enumerate() {
+                if let Some(key) = (def.extract)(&doc) {
+                    let entry = IndexEntry {
+                        id,
+                        doc: def.unique.then(|| doc.clone()),
+                    };
+                    built.write_entry(index, &key, id, Some(entry), seq, false);
+                }
             }
+            count += 1;
         }
         built.next_id.store(self.next_id(), Ordering::Relaxed);
         built
             .changed_seq
             .store(self.changed_seq(), Ordering::Relaxed);
+        // The shared documents' pending prunes (and removals to forget) move along: only the new store collects.
+        let mut garbage = self.garbage.lock();
+        let (documents, entries): (VecDeque<Garbage>, VecDeque<Garbage>) = garbage
+            .drain(..)
+            .partition(|g| matches!(g, Garbage::Doc { .. }));
+        *garbage = entries;
+        *built.garbage.lock() = documents;
         Ok((built, count))
     }
 }

@@ -159,22 +159,6 @@ where
         written
     }
 
-    /// Records that `key`, absent from this map, was removed by commit `seq` (so that its removal is still known
-    /// until pruned: conflict detection for writers that began before it).
-    pub(crate) fn record_removal(&self, key: K, seq: u64) {
-        let heads = self.heads.pin();
-        debug_assert!(heads.get(&key).is_none());
-        heads.insert(
-            key.clone(),
-            Version {
-                seq,
-                value: None,
-                older: ArcSwapOption::empty(),
-            },
-        );
-        self.order.insert(key);
-    }
-
     /// Drops every version of `key` that no snapshot at or above `horizon` can see, and the key itself if no such
     /// snapshot sees a value. The committer's only.
     pub(crate) fn prune(&self, key: &K, horizon: u64) {
