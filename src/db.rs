@@ -470,13 +470,7 @@ impl Database {
         storage: Arc<dyn crate::wal::LogStorage>,
         options: Options,
     ) -> Result<Self> {
-        let wal_options = WalOptions {
-            segment_size_bytes: options.segment_size_bytes,
-            recovery: options.recovery,
-            ..WalOptions::default()
-        };
-        let (wal, report) = Wal::open_with_storage(storage, wal_options)?;
-        Self::with_wal(wal, report, options, None, Arc::new(MemFiles::new()), false)
+        Self::open_storage(storage, Arc::new(MemFiles::new()), options, false)
     }
 
     /// Opens the database whose log lives in `storage` and whose checkpoint files live in `files` (for example
@@ -489,13 +483,22 @@ impl Database {
         files: Arc<dyn CheckpointFiles>,
         options: Options,
     ) -> Result<Self> {
+        Self::open_storage(storage, files, options, true)
+    }
+
+    fn open_storage(
+        storage: Arc<dyn crate::wal::LogStorage>,
+        files: Arc<dyn CheckpointFiles>,
+        options: Options,
+        checkpoints_kept: bool,
+    ) -> Result<Self> {
         let wal_options = WalOptions {
             segment_size_bytes: options.segment_size_bytes,
             recovery: options.recovery,
             ..WalOptions::default()
         };
         let (wal, report) = Wal::open_with_storage(storage, wal_options)?;
-        Self::with_wal(wal, report, options, None, files, true)
+        Self::with_wal(wal, report, options, None, files, checkpoints_kept)
     }
 
     fn with_wal(
@@ -1786,16 +1789,8 @@ impl Snapshot {
         let Some(version) = self.version_of(collection) else {
             return Ok(Box::new(std::iter::empty()));
         };
-        let encode = |b: Bound<&K>| match b {
-            Bound::Included(k) => Bound::Included(k.to_key_bytes()),
-            Bound::Excluded(k) => Bound::Excluded(k.to_key_bytes()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let ids = version.index_range(
-            position,
-            encode(range.start_bound()),
-            encode(range.end_bound()),
-        );
+        let (start, end) = collection::key::encode_bounds(&range);
+        let ids = version.index_range(position, start, end);
         Ok(Box::new(ids.map(move |id| {
             let doc = version.get(id).expect("index entries point at documents");
             (id, collection::archived::<T>(doc))

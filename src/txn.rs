@@ -198,12 +198,7 @@ impl<'db> Transaction<'db> {
         collection.check_owner(self.db)?;
         let position = collection.index_position(index)?;
         let slot = collection.slot;
-        let encode = |b: Bound<&K>| match b {
-            Bound::Included(k) => Bound::Included(k.to_key_bytes()),
-            Bound::Excluded(k) => Bound::Excluded(k.to_key_bytes()),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let (start, end) = (encode(range.start_bound()), encode(range.end_bound()));
+        let (start, end) = collection::key::encode_bounds(&range);
         let def = &collection.defs[position];
         let mut own: Vec<(Vec<u8>, u64, &'t [u8])> = self
             .own_writes(slot)

@@ -604,61 +604,39 @@ trait Reads {
     fn count_of(&self, coll: &Collection<Item>) -> usize;
 }
 
-impl Reads for Snapshot {
-    fn range_of<'r, K: IndexKey>(
-        &'r self,
-        coll: &Collection<Item>,
-        index: &str,
-        lo: Bound<K>,
-        hi: Bound<K>,
-    ) -> Docs<'r, Item> {
-        self.range::<Item, K>(coll, index, (lo, hi))
-            .expect("index exists")
-    }
-    fn find_of<'r>(&'r self, coll: &Collection<Item>, index: &str, value: &str) -> Docs<'r, Item> {
-        self.find(coll, index, &value.to_string())
-            .expect("index exists")
-    }
-    fn find_one_of(&self, coll: &Collection<Item>, index: &str, value: &str) -> Option<u64> {
-        self.find_one(coll, index, &value.to_string())
-            .expect("index exists")
-            .map(|(id, _)| id)
-    }
-    fn iter_of<'r>(&'r self, coll: &Collection<Item>) -> Docs<'r, Item> {
-        self.iter(coll)
-    }
-    fn count_of(&self, coll: &Collection<Item>) -> usize {
-        self.count(coll)
-    }
+/// The same calls, answered by a snapshot or by a transaction (over its own writes).
+macro_rules! reads_for {
+    ($($reader:ty),*) => {$(
+        impl Reads for $reader {
+            fn range_of<'r, K: IndexKey>(
+                &'r self,
+                coll: &Collection<Item>,
+                index: &str,
+                lo: Bound<K>,
+                hi: Bound<K>,
+            ) -> Docs<'r, Item> {
+                self.range::<Item, K>(coll, index, (lo, hi))
+                    .expect("index exists")
+            }
+            fn find_of<'r>(&'r self, coll: &Collection<Item>, index: &str, value: &str) -> Docs<'r, Item> {
+                self.find(coll, index, &value.to_string())
+                    .expect("index exists")
+            }
+            fn find_one_of(&self, coll: &Collection<Item>, index: &str, value: &str) -> Option<u64> {
+                self.find_one(coll, index, &value.to_string())
+                    .expect("index exists")
+                    .map(|(id, _)| id)
+            }
+            fn iter_of<'r>(&'r self, coll: &Collection<Item>) -> Docs<'r, Item> {
+                self.iter(coll)
+            }
+            fn count_of(&self, coll: &Collection<Item>) -> usize {
+                self.count(coll)
+            }
+        }
+    )*};
 }
-
-impl Reads for Transaction<'_> {
-    fn range_of<'r, K: IndexKey>(
-        &'r self,
-        coll: &Collection<Item>,
-        index: &str,
-        lo: Bound<K>,
-        hi: Bound<K>,
-    ) -> Docs<'r, Item> {
-        self.range::<Item, K>(coll, index, (lo, hi))
-            .expect("index exists")
-    }
-    fn find_of<'r>(&'r self, coll: &Collection<Item>, index: &str, value: &str) -> Docs<'r, Item> {
-        self.find(coll, index, &value.to_string())
-            .expect("index exists")
-    }
-    fn find_one_of(&self, coll: &Collection<Item>, index: &str, value: &str) -> Option<u64> {
-        self.find_one(coll, index, &value.to_string())
-            .expect("index exists")
-            .map(|(id, _)| id)
-    }
-    fn iter_of<'r>(&'r self, coll: &Collection<Item>) -> Docs<'r, Item> {
-        self.iter(coll)
-    }
-    fn count_of(&self, coll: &Collection<Item>) -> usize {
-        self.count(coll)
-    }
-}
+reads_for!(Snapshot, Transaction<'_>);
 
 /// Ids taken alternately from the front and the back of `docs`, as they come out.
 fn alternating(mut docs: Docs<'_, Item>) -> Vec<u64> {

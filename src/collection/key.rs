@@ -3,6 +3,19 @@
 //! Indexes store encoded keys, so a range over an index is a range over bytes. Composite keys are tuples, encoded
 //! field by field; every field's encoding is prefix-free, so `(a, b) < (a, c)` exactly when `b < c`.
 
+/// The encodings of a range's bounds.
+pub fn encode_bounds<K: IndexKey>(
+    range: &impl std::ops::RangeBounds<K>,
+) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let encode = |b: Bound<&K>| match b {
+        Bound::Included(k) => Bound::Included(k.to_key_bytes()),
+        Bound::Excluded(k) => Bound::Excluded(k.to_key_bytes()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (encode(range.start_bound()), encode(range.end_bound()))
+}
+
 /// A value usable as an index key.
 pub trait IndexKey {
     /// Appends the order-preserving encoding of `self` to `out`.
