@@ -491,6 +491,45 @@ mod tests {
     }
 
     #[test]
+    fn every_flipped_bit_and_every_truncation_of_a_manifest_is_an_error() {
+        let manifest = Manifest {
+            seq: 12,
+            cut_lsn: 1 << 20,
+            collections: vec![
+                ManifestCollection {
+                    name: "a".into(),
+                    declared_type: Some("A".into()),
+                    file: Some("snapshots/c0-000000000000000c.snap".into()),
+                    docs: 7,
+                },
+                ManifestCollection {
+                    name: "b".into(),
+                    declared_type: None,
+                    file: None,
+                    docs: 0,
+                },
+            ],
+            committed_2pc: vec![3, 99],
+        };
+        let file = encode_manifest(5, &manifest);
+        for len in 0..file.len() {
+            let mut cut: AlignedVec = AlignedVec::new();
+            cut.extend_from_slice(&file[..len]);
+            assert!(open_manifest("m", 5, &cut).is_err(), "truncated to {len}");
+        }
+        for bit in 0..file.len() * 8 {
+            let mut flipped: AlignedVec = AlignedVec::new();
+            flipped.extend_from_slice(&file);
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                open_manifest("m", 5, &flipped).is_err(),
+                "bit {bit} flipped"
+            );
+        }
+        assert_eq!(open_manifest("m", 5, &file).unwrap(), manifest);
+    }
+
+    #[test]
     fn another_format_version_is_named() {
         let file = encode_manifest(1, &Manifest::default());
         let mut other: AlignedVec = AlignedVec::new();
