@@ -349,6 +349,8 @@ struct Faults {
     // Remaining successful writes / syncs before every later one fails; `None` = never fail.
     writes_left: Option<u64>,
     syncs_left: Option<u64>,
+    /// The same for truncation's steps: meta rewrites, segment retirements and removals.
+    truncation_steps_left: Option<u64>,
 }
 
 struct MemSegment {
@@ -400,6 +402,28 @@ impl MemStorage {
     /// After `syncs` more successful segment syncs, every sync fails with EIO (`None`: never).
     pub fn fail_syncs_after(&self, syncs: Option<u64>) {
         self.state.lock().faults.syncs_left = syncs;
+    }
+
+    /// After `steps` more successful truncation steps (a meta rewrite, a segment retired to the free pool or
+    /// removed), every later one fails with EIO (`None`: never). Each step is atomic here, so a crash image taken
+    /// after a failure shows the log as a crash between two steps leaves it.
+    pub fn fail_truncation_steps_after(&self, steps: Option<u64>) {
+        self.state.lock().faults.truncation_steps_left = steps;
+    }
+
+    fn truncation_step(state: &mut MemState, what: &'static str) -> Result<()> {
+        match &mut state.faults.truncation_steps_left {
+            Some(0) => Err(Error::io(
+                what,
+                "memory",
+                io::Error::other("injected I/O error"),
+            )),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// What a disk could hold after power loss right now, taken atomically. `choose(segment, sector_offset)` is
@@ -600,7 +624,9 @@ impl LogStorage for MemStorage {
     }
 
     fn write_meta(&self, bytes: &[u8]) -> Result<()> {
-        self.state.lock().meta = Some(bytes.to_vec());
+        let mut state = self.state.lock();
+        Self::truncation_step(&mut state, "write meta")?;
+        state.meta = Some(bytes.to_vec());
         Ok(())
     }
 
@@ -626,6 +652,7 @@ impl LogStorage for MemStorage {
     }
 
     fn retire_segment(&self, base_lsn: u64, free_id: u64) -> Result<()> {
+        Self::truncation_step(&mut self.state.lock(), "retire segment")?;
         self.rename(
             SegmentName::Live(base_lsn),
             SegmentName::Free(free_id),
@@ -634,8 +661,9 @@ impl LogStorage for MemStorage {
     }
 
     fn remove_segment(&self, name: SegmentName) -> Result<()> {
-        self.state
-            .lock()
+        let mut state = self.state.lock();
+        Self::truncation_step(&mut state, "remove segment")?;
+        state
             .segments
             .remove(&name)
             .map(|_| ())
