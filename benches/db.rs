@@ -14,31 +14,40 @@
 //! 5. group commit: 1, 2 and 4 threads doing `Sync` commits: latency percentiles, commits/s, fdatasyncs per
 //!    commit (`db.wal().stats()`) and disk cache flushes per commit;
 //! 6. memory: resident bytes per document after loading N documents, each load in a fresh child process (VmRSS,
-//!    RssAnon, RssFile from `/proc/self/status`).
+//!    RssAnon, RssFile from `/proc/self/status`);
+//! 7. checkpoints (file-backed, `auto_checkpoint: None`): (a) `db.checkpoint()` of N loaded documents, seconds and
+//!    MB/s, next to one write + fsync of the same bytes; (b) reopen with every document in the checkpoint:
+//!    `Database::open` and the first `collection` bind, timed apart; (c) reopen with a log tail of 1 GiB (8 MiB in
+//!    quick mode) and no checkpoint; (d) `Sync` one-document `put` latency alone, while checkpoints run back to
+//!    back, and while the floor's write + fsync runs back to back; (e) `get` by id from the mapped snapshot, next
+//!    to the same read of documents inserted in this process.
 //!
 //! `cargo bench --bench db`; `CSTORE_BENCH_QUICK=1 cargo bench --bench db` for a smoke run (about a minute, build
 //! excluded). `CSTORE_BENCH_DB_SECTIONS=135` runs only sections 1, 3 and 5. Everything on disk lives in a temporary
 //! directory under `std::env::temp_dir()`.
 //!
-//! The database has no checkpoint yet, so its log only grows: benchmarks that insert without bound start a fresh
-//! database (untimed) whenever the collection reaches N documents, and a file-backed log pays for creating
-//! (zero-filling) every segment it grows into.
+//! Sections 1–6 open their databases with [`options`], which keeps `Options::default()`'s automatic checkpoints
+//! (every 256 MiB of log or 5 minutes); their benchmarks that insert without bound start a fresh database
+//! (untimed) whenever the collection reaches N documents, and a file-backed log pays for creating (zero-filling)
+//! every segment it grows into. Section 7 turns automatic checkpoints off and calls `checkpoint()` itself.
 
 mod common;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use collection_store::wal::{Durability, RecordKind, Wal, WalOptions, WalStats};
-use collection_store::{Collection, Database, Document, Options, Spec as DocSpec};
+use collection_store::{Collection, Database, Document, Options, Snapshot, Spec as DocSpec};
 use common::{
     Cfg, DiskFlushes, FloorVs, GroupRow, RECORD_BYTES, RatioLine, Spec, Summary, Timings,
     criterion_test_mode, durable_vs_floor, find, fmt_ns, fmt_rate, group_commit, measure,
-    measure_op, op_ns, payload, per_s, print_table, report_group_commit, verdict,
+    measure_op, op_ns, payload, per_s, percentile, print_table, report_group_commit, verdict,
 };
 use criterion::Criterion;
 use rand::rngs::SmallRng;
@@ -66,6 +75,12 @@ struct Sizes {
     read_keys: usize,
     /// How long each group-commit configuration runs.
     group_commit_time: Duration,
+    /// Section 7: checkpoints timed in a row, reopens timed, log appended for the tail case, and how long each
+    /// commit-latency run lasts.
+    checkpoints: usize,
+    reopens: usize,
+    tail_bytes: u64,
+    commit_time: Duration,
 }
 
 impl Sizes {
@@ -76,6 +91,10 @@ impl Sizes {
                 put_ring: 10_000,
                 read_keys: 1 << 16,
                 group_commit_time: Duration::from_millis(400),
+                checkpoints: 3,
+                reopens: 2,
+                tail_bytes: 8 << 20,
+                commit_time: Duration::from_millis(400),
             }
         } else {
             Self {
@@ -83,6 +102,10 @@ impl Sizes {
                 put_ring: 100_000,
                 read_keys: 1 << 20,
                 group_commit_time: Duration::from_secs(3),
+                checkpoints: 5,
+                reopens: 3,
+                tail_bytes: 1 << 30,
+                commit_time: Duration::from_secs(6),
             }
         }
     }
@@ -564,12 +587,8 @@ fn bench_reads(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) -> Reads
     let mut rows = Vec::new();
     let n = sizes.docs;
     let batch = 1024;
-    let mut rng = SmallRng::seed_from_u64(0x5eed);
-    let ids: Vec<u64> = (0..sizes.read_keys)
-        .map(|_| rng.random_range(0..n))
-        .collect();
-    let mask = sizes.read_keys - 1;
-    assert!(sizes.read_keys.is_power_of_two());
+    let ids = random_ids(sizes, n);
+    let mask = ids.len() - 1;
 
     // Floor: one random 8 B read of a 256 B slot in a flat array of N slots (a cache and TLB miss, nothing else).
     {
@@ -631,17 +650,7 @@ fn bench_reads(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) -> Reads
         assert_eq!((id, u.key.to_native()), (k, k));
     }
 
-    {
-        let mut i = 0usize;
-        let op = || {
-            let k = ids[i & mask];
-            i += 1;
-            let doc = snap.get(&users, black_box(k));
-            black_box(doc.map(|u| u.key.to_native()));
-        };
-        let spec = Spec::new(GROUP, "get_by_id", batch, None);
-        rows.extend(measure_op(c, cfg, &spec, op));
-    }
+    rows.extend(measure_get(c, cfg, "get_by_id", &snap, &users, &ids));
     {
         // The email is written into a reused buffer just before its lookup, as a caller holding the key it looks
         // up would have it (in cache). A vector of 2^20 prebuilt strings made each lookup also miss on its own key
@@ -665,6 +674,35 @@ fn bench_reads(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) -> Reads
         docs: n,
         load_time,
     }
+}
+
+/// `sizes.read_keys` ids drawn uniformly from `0..docs` (the same ones in every section that reads).
+fn random_ids(sizes: &Sizes, docs: u64) -> Vec<u64> {
+    assert!(sizes.read_keys.is_power_of_two());
+    let mut rng = SmallRng::seed_from_u64(0x5eed);
+    (0..sizes.read_keys)
+        .map(|_| rng.random_range(0..docs))
+        .collect()
+}
+
+/// `snap.get(users, id)` over `ids` (a power of two of them), in batches of 1024, touching each document's `key`.
+fn measure_get(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    id: &str,
+    snap: &Snapshot,
+    users: &Collection<User>,
+    ids: &[u64],
+) -> Option<Summary> {
+    let mask = ids.len() - 1;
+    let mut i = 0usize;
+    let op = || {
+        let k = ids[i & mask];
+        i += 1;
+        let doc = snap.get(users, black_box(k));
+        black_box(doc.map(|u| u.key.to_native()));
+    };
+    measure_op(c, cfg, &Spec::new(GROUP, id, 1024, None), op)
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -914,6 +952,338 @@ fn bench_memory(sizes: &Sizes, dir: &Path) -> Vec<MemoryRow> {
 }
 
 // -------------------------------------------------------------------------------------------------------------
+// 7. Checkpoints
+// -------------------------------------------------------------------------------------------------------------
+
+/// Section 7's databases: file-backed, checkpointed only when the bench calls `db.checkpoint()`.
+fn manual_checkpoints(durability: Durability) -> Options {
+    Options {
+        auto_checkpoint: None,
+        ..options(durability, false)
+    }
+}
+
+/// One timed `db.checkpoint()`, and its floor right after it: the same number of bytes written to a new file with
+/// one `write` and one `fsync`.
+#[derive(Clone, Copy, Debug)]
+struct CheckpointRun {
+    time: Duration,
+    /// `CheckpointInfo::bytes_written`: snapshot and manifest files.
+    bytes: u64,
+    floor: Duration,
+}
+
+/// One timed reopen: `Database::open` (of which `scan` is the log's recovery scan, `RecoveryReport::duration`; the
+/// rest is loading the checkpoint and replaying the log), then the first `db.collection("users", ..)`, which
+/// validates every document with bytecheck and builds the unique index.
+#[derive(Clone, Copy, Debug)]
+struct Reopen {
+    open: Duration,
+    scan: Duration,
+    bind: Duration,
+    /// Log records recovered, and the log's length (end − start LSN).
+    records: u64,
+    log_bytes: u64,
+}
+
+impl Reopen {
+    fn total(&self) -> Duration {
+        self.open + self.bind
+    }
+}
+
+/// A database reopened from `dir` (file-backed, no background checkpoints), timed as [`Reopen`] says; it must
+/// hold `docs` users (counted untimed).
+fn reopen_timed(
+    dir: &Path,
+    durability: Durability,
+    docs: u64,
+) -> (Reopen, Database, Collection<User>) {
+    let t = Instant::now();
+    let db = Database::open(dir, manual_checkpoints(durability)).expect("reopen");
+    let open = t.elapsed();
+    let t = Instant::now();
+    let users = db.collection("users", user_spec()).expect("bind");
+    let bind = t.elapsed();
+    assert_eq!(db.read().count(&users) as u64, docs);
+    let report = db.recovery_report();
+    let reopen = Reopen {
+        open,
+        scan: report.duration,
+        bind,
+        records: report.records,
+        log_bytes: report.end_lsn - report.start_lsn,
+    };
+    (reopen, db, users)
+}
+
+/// The floor of writing a checkpoint: `bytes` to a new file at `path` with one `write` and one `fsync` (timed),
+/// then the file removed (untimed).
+fn write_fsync(path: &Path, bytes: &[u8]) -> Duration {
+    let t = Instant::now();
+    let mut f = std::fs::File::create(path).expect("create floor file");
+    f.write_all(bytes).expect("write floor file");
+    f.sync_all().expect("fsync floor file");
+    let d = t.elapsed();
+    drop(f);
+    std::fs::remove_file(path).expect("remove floor file");
+    d
+}
+
+/// Files in `dir` and their total size.
+fn dir_size(dir: &Path) -> (usize, u64) {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(std::fs::Metadata::is_file)
+        .fold((0, 0), |(n, b), m| (n + 1, b + m.len()))
+}
+
+/// One thread making `Sync` one-document `db.put` commits (replacing existing ids, one after another) for
+/// `sizes.commit_time`, while `background` runs back to back in another thread, if given: the commits' row (named
+/// `name`) and what each background call returned.
+fn commits_while<R: Send>(
+    name: &str,
+    db: &Database,
+    users: &Collection<User>,
+    sizes: &Sizes,
+    disk: Option<&DiskFlushes>,
+    background: Option<&(dyn Fn() -> R + Sync)>,
+) -> (GroupRow, Vec<R>) {
+    let stop = AtomicBool::new(false);
+    let docs = sizes.docs;
+    let (mut row, out) = std::thread::scope(|s| {
+        let bg = background.map(|f| {
+            let stop = &stop;
+            s.spawn(move || {
+                let mut out = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    out.push(f());
+                }
+                out
+            })
+        });
+        let row = group_commit(
+            1,
+            sizes.commit_time,
+            disk,
+            || db.wal().stats(),
+            |_| {
+                let mut g = UserGen::new();
+                let mut key = 0u64;
+                move |lat: &mut Timings| {
+                    key = (key + 1) % docs;
+                    g.set(key);
+                    lat.time(|| db.put(users, key, g.doc()).expect("commit"));
+                }
+            },
+        );
+        stop.store(true, Ordering::Relaxed);
+        let out = bg.map_or_else(Vec::new, |h| h.join().expect("background thread"));
+        (row, out)
+    });
+    if let Some(l) = &mut row.latency {
+        l.name = format!("{GROUP}/{name}");
+    }
+    (row, out)
+}
+
+/// The log tail case: a fresh database given about `sizes.tail_bytes` of log (transactions of 1,000 new users),
+/// never checkpointed, then reopened `sizes.reopens` times.
+struct Tail {
+    docs: u64,
+    load_time: Duration,
+    /// Segment files (and `meta`) in `wal/` after loading, and their size on disk.
+    files: usize,
+    file_bytes: u64,
+    reopens: Vec<Reopen>,
+}
+
+fn bench_tail(sizes: &Sizes, dir: &Path) -> Tail {
+    let tdir = dir.join("ckpt-tail");
+    let (docs, load_time) = {
+        let db = Database::open(&tdir, manual_checkpoints(Durability::None)).expect("open");
+        let users = db.collection("users", user_spec()).expect("collection");
+        let mut g = UserGen::new();
+        let mut n = 0u64;
+        let t = Instant::now();
+        while db.wal().stats().bytes_appended < sizes.tail_bytes {
+            load(&db, &users, &mut g, n..n + TXN_DOCS, TXN_DOCS);
+            n += TXN_DOCS;
+        }
+        db.wal().sync().expect("sync");
+        (n, t.elapsed())
+    };
+    let (files, file_bytes) = dir_size(&tdir.join("wal"));
+    let mut reopens = Vec::new();
+    for _ in 0..sizes.reopens {
+        let (r, db, users) = reopen_timed(&tdir, Durability::None, docs);
+        reopens.push(r);
+        // Untimed: the documents are freed before the next reopen.
+        drop((users, db));
+    }
+    std::fs::remove_dir_all(&tdir).expect("remove tail database");
+    Tail {
+        docs,
+        load_time,
+        files,
+        file_bytes,
+        reopens,
+    }
+}
+
+struct Checkpoints {
+    docs: u64,
+    load_time: Duration,
+    /// (a): checkpoints of the loaded database, each after a small change, each next to its floor.
+    runs: Vec<CheckpointRun>,
+    /// (b): reopens with every document in the checkpoint.
+    reopens: Vec<Reopen>,
+    /// (e): `get` on the database whose documents were inserted in this process, then on the reopened one.
+    reads: Vec<Summary>,
+    /// (d): Sync `put` commits alone, while checkpoints run back to back, while the floor's write + fsync of the
+    /// same bytes runs back to back.
+    commits: Vec<GroupRow>,
+    /// Checkpoints (time, bytes written) made during the second of those runs.
+    busy_checkpoints: Vec<(Duration, u64)>,
+    /// Floor writes made during the third.
+    busy_floors: Vec<Duration>,
+    /// (c).
+    tail: Tail,
+}
+
+fn bench_checkpoints(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    sizes: &Sizes,
+    dir: &Path,
+    disk: Option<&DiskFlushes>,
+) -> Checkpoints {
+    let n = sizes.docs;
+    let cdir = dir.join("ckpt");
+    let floor_path = dir.join("ckpt-floor.dat");
+    let ids = random_ids(sizes, n);
+    let mut reads = Vec::new();
+    let mut runs = Vec::new();
+    let mut floor_bytes: Vec<u8> = Vec::new();
+
+    // (a) Checkpoint throughput, then (e) reads of documents inserted in this process.
+    let load_time = {
+        let db = Database::open(&cdir, manual_checkpoints(Durability::None)).expect("open");
+        let users = db.collection("users", user_spec()).expect("collection");
+        let mut g = UserGen::new();
+        let t = Instant::now();
+        load(&db, &users, &mut g, 0..n, TXN_DOCS);
+        db.wal().flush().expect("flush");
+        let load_time = t.elapsed();
+        for run in 0..sizes.checkpoints {
+            if run > 0 {
+                // A small change (one transaction replacing 1,000 documents), so that each checkpoint has
+                // something new to write.
+                let mut tx = db.begin();
+                for k in 0..TXN_DOCS.min(n) {
+                    let id = (run as u64 * TXN_DOCS + k) % n;
+                    g.set(id);
+                    tx.put(&users, id, g.doc()).expect("put");
+                }
+                tx.commit().expect("commit");
+            }
+            let t = Instant::now();
+            let info = db.checkpoint().expect("checkpoint");
+            let time = t.elapsed();
+            floor_bytes.resize(info.bytes_written as usize, 0x5a);
+            let floor = write_fsync(&floor_path, &floor_bytes);
+            runs.push(CheckpointRun {
+                time,
+                bytes: info.bytes_written,
+                floor,
+            });
+        }
+        reads.extend(measure_get(
+            c,
+            cfg,
+            "ckpt_get_inserted",
+            &db.read(),
+            &users,
+            &ids,
+        ));
+        load_time
+    };
+
+    // (b) Reopens with every document in the checkpoint; the last one stays open.
+    let mut reopens = Vec::new();
+    let mut open = None;
+    for _ in 0..sizes.reopens {
+        // Untimed: the previous reopen's database goes first (it holds the directory lock).
+        drop(open.take());
+        let (r, db, users) = reopen_timed(&cdir, Durability::Sync, n);
+        reopens.push(r);
+        open = Some((db, users));
+    }
+    let (db, users) = open.expect("reopened");
+
+    // (e) Reads of documents in the mapped snapshot file.
+    reads.extend(measure_get(
+        c,
+        cfg,
+        "ckpt_get_mapped",
+        &db.read(),
+        &users,
+        &ids,
+    ));
+
+    // (d) Commit latency without and with checkpoints running, and with the floor's writes running.
+    let mut g = UserGen::new();
+    for k in 0..cfg.prewarm_ops {
+        g.set(k % n);
+        db.put(&users, k % n, g.doc()).expect("commit");
+    }
+    let mut commits = Vec::new();
+    let (row, _) = commits_while::<()>("put_sync_alone", &db, &users, sizes, disk, None);
+    commits.push(row);
+    let checkpoint = || {
+        let t = Instant::now();
+        let info = db.checkpoint().expect("checkpoint");
+        (t.elapsed(), info.bytes_written)
+    };
+    let (row, busy_checkpoints) = commits_while(
+        "put_sync_during_checkpoints",
+        &db,
+        &users,
+        sizes,
+        disk,
+        Some(&checkpoint),
+    );
+    commits.push(row);
+    let floor = || write_fsync(&floor_path, &floor_bytes);
+    let (row, busy_floors) = commits_while(
+        "put_sync_during_floor_writes",
+        &db,
+        &users,
+        sizes,
+        disk,
+        Some(&floor),
+    );
+    commits.push(row);
+    drop((users, db, floor_bytes));
+    std::fs::remove_dir_all(&cdir).expect("remove checkpointed database");
+
+    // (c) Reopen with a large log tail and no checkpoint.
+    let tail = bench_tail(sizes, dir);
+    Checkpoints {
+        docs: n,
+        load_time,
+        runs,
+        reopens,
+        reads,
+        commits,
+        busy_checkpoints,
+        busy_floors,
+        tail,
+    }
+}
+
+// -------------------------------------------------------------------------------------------------------------
 // Report
 // -------------------------------------------------------------------------------------------------------------
 
@@ -935,7 +1305,7 @@ fn main() {
         if cfg.quick { ", QUICK mode" } else { "" }
     );
     let test_mode = criterion_test_mode();
-    let sections = std::env::var("CSTORE_BENCH_DB_SECTIONS").unwrap_or_else(|_| "123456".into());
+    let sections = std::env::var("CSTORE_BENCH_DB_SECTIONS").unwrap_or_else(|_| "1234567".into());
     let want = |x: char| sections.contains(x);
 
     // Memory first, while the machine has the most free memory (each load runs in its own process anyway).
@@ -953,6 +1323,8 @@ fn main() {
     } else {
         Vec::new()
     };
+    let checkpoints = (want('7') && !test_mode)
+        .then(|| bench_checkpoints(&mut c, &cfg, &sizes, dir.path(), disk.as_ref()));
     c.final_summary();
     if test_mode {
         return;
@@ -998,6 +1370,9 @@ fn main() {
     if !memory.is_empty() {
         report_memory(&memory);
     }
+    if let Some(k) = &checkpoints {
+        report_checkpoints(k);
+    }
 
     eprintln!("\n== summary (all figures from this run) ==");
     if cfg.quick {
@@ -1023,6 +1398,9 @@ fn main() {
             m.per_doc(|r| r.total),
             m.archive_bytes
         );
+    }
+    if let Some(k) = &checkpoints {
+        summarize_checkpoints(k, reads.as_ref());
     }
 }
 
@@ -1160,6 +1538,202 @@ fn report_memory(rows: &[MemoryRow]) {
             m.per_doc(|r| r.anon),
             m.per_doc(|r| r.file),
             fmt_rate(m.docs as f64 / m.load_time.as_secs_f64())
+        );
+    }
+}
+
+/// The median of `values`.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    percentile(&values, 0.5)
+}
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn report_checkpoints(k: &Checkpoints) {
+    eprintln!(
+        "\n== 7a. checkpoints of {} documents (each but the first after a 1,000-document change), next to one write + fsync of the same bytes (MB = 10^6 B) ==",
+        k.docs
+    );
+    eprintln!(
+        "{:>3} {:>12} {:>10} {:>10} {:>10} {:>11} {:>15}",
+        "#", "bytes", "time", "MB/s", "floor", "floor MB/s", "time / floor"
+    );
+    for (i, r) in k.runs.iter().enumerate() {
+        eprintln!(
+            "{:>3} {:>12} {:>10} {:>10.0} {:>10} {:>11.0} {:>15.2}",
+            i + 1,
+            r.bytes,
+            fmt_ns(r.time.as_nanos() as f64),
+            mb_per_s(r.bytes, r.time),
+            fmt_ns(r.floor.as_nanos() as f64),
+            mb_per_s(r.bytes, r.floor),
+            r.time.as_secs_f64() / r.floor.as_secs_f64()
+        );
+    }
+    eprintln!(
+        "\n== 7b/7c. reopen: Database::open (of which the log's recovery scan), then the first collection bind (validation + index) =="
+    );
+    eprintln!(
+        "{:<12} {:>9} {:>12} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11}",
+        "data in", "docs", "log bytes", "records", "open", "log scan", "bind", "total", "docs/s"
+    );
+    let rows = k
+        .reopens
+        .iter()
+        .map(|r| ("checkpoint", k.docs, r))
+        .chain(k.tail.reopens.iter().map(|r| ("log tail", k.tail.docs, r)));
+    for (what, docs, r) in rows {
+        eprintln!(
+            "{:<12} {:>9} {:>12} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11}",
+            what,
+            docs,
+            r.log_bytes,
+            r.records,
+            fmt_ns(r.open.as_nanos() as f64),
+            fmt_ns(r.scan.as_nanos() as f64),
+            fmt_ns(r.bind.as_nanos() as f64),
+            fmt_ns(r.total().as_nanos() as f64),
+            fmt_rate(docs as f64 / r.total().as_secs_f64())
+        );
+    }
+    let latencies: Vec<Summary> = k.commits.iter().filter_map(|g| g.latency.clone()).collect();
+    print_table(
+        "7d. Sync put commits of one 256 B document (replacing), one writer, alone / during checkpoints / during floor writes",
+        &latencies,
+    );
+    print_table(
+        "7e. get by id, random keys: documents inserted in this process / read in place from the mapped snapshot",
+        &k.reads,
+    );
+}
+
+fn summarize_checkpoints(k: &Checkpoints, reads: Option<&Reads>) {
+    let s = |d: Duration| d.as_secs_f64();
+    let ms = |d: f64| fmt_ns(d * 1e9);
+    eprintln!(
+        "7. loading {} documents in transactions of {TXN_DOCS} (file-backed, None): {:.2} s, {}",
+        k.docs,
+        s(k.load_time),
+        fmt_rate(k.docs as f64 / s(k.load_time))
+    );
+    if let Some(first) = k.runs.first() {
+        let bytes = median(k.runs.iter().map(|r| r.bytes as f64).collect());
+        let time = median(k.runs.iter().map(|r| s(r.time)).collect());
+        let floor = median(k.runs.iter().map(|r| s(r.floor)).collect());
+        eprintln!(
+            "7a. checkpoint of {} documents, {:.1} MB written: median {} = {:.0} MB/s over {} runs (first, which also truncates the loaded log: {}); floor (one write + fsync of the same bytes): median {} = {:.0} MB/s; checkpoint / floor = {:.2}",
+            k.docs,
+            bytes / 1e6,
+            ms(time),
+            bytes / 1e6 / time,
+            k.runs.len(),
+            ms(s(first.time)),
+            ms(floor),
+            bytes / 1e6 / floor,
+            time / floor
+        );
+    }
+    let reopen_line = |label: &str, docs: u64, reopens: &[Reopen]| {
+        let open = median(reopens.iter().map(|r| s(r.open)).collect());
+        let scan = median(reopens.iter().map(|r| s(r.scan)).collect());
+        let bind = median(reopens.iter().map(|r| s(r.bind)).collect());
+        let total = median(reopens.iter().map(|r| s(r.total())).collect());
+        eprintln!(
+            "{label}: median of {}: open {} (log scan {}), bind {}, total {} = {:.2} µs per document",
+            reopens.len(),
+            ms(open),
+            ms(scan),
+            ms(bind),
+            ms(total),
+            total * 1e6 / docs as f64
+        );
+        total
+    };
+    if !k.reopens.is_empty() {
+        reopen_line(
+            &format!("7b. reopen with {} documents in the checkpoint", k.docs),
+            k.docs,
+            &k.reopens,
+        );
+    }
+    let t = &k.tail;
+    if let Some(r) = t.reopens.first() {
+        let gib = r.log_bytes as f64 / (1u64 << 30) as f64;
+        eprintln!(
+            "7c. log tail: {} documents, {} B of log ({:.3} GiB; {} files in wal/, {} B on disk), appended at {}",
+            t.docs,
+            r.log_bytes,
+            gib,
+            t.files,
+            t.file_bytes,
+            fmt_rate(t.docs as f64 / s(t.load_time))
+        );
+        let total = reopen_line("7c. reopen with that log tail", t.docs, &t.reopens);
+        let target = 2.0 * gib;
+        eprintln!(
+            "7c. recovery (open + bind): {} log records, {:.2} GB/s of log; target <= 2 s per GiB of log ({:.2} s for this one): {}",
+            fmt_rate(r.records as f64 / total),
+            r.log_bytes as f64 / 1e9 / total,
+            target,
+            verdict(total <= target)
+        );
+    }
+    let row = |name: &str| {
+        k.commits
+            .iter()
+            .find(|g| g.latency.as_ref().is_some_and(|l| l.name.ends_with(name)))
+    };
+    if let (Some(alone), Some(busy)) = (row("put_sync_alone"), row("put_sync_during_checkpoints"))
+        && let (Some(a), Some(b)) = (&alone.latency, &busy.latency)
+    {
+        let during: f64 = k.busy_checkpoints.iter().map(|(d, _)| s(*d)).sum();
+        eprintln!(
+            "7d. Sync put alone: p50 {}, p99 {}, p99.9 {}, {}; during checkpoints ({} back to back, their durations summing to {:.0}% of the run): p50 {}, p99 {}, p99.9 {}, {}",
+            fmt_ns(a.p50_ns),
+            fmt_ns(a.p99_ns),
+            fmt_ns(a.p999_ns),
+            fmt_rate(alone.commits_per_s()),
+            k.busy_checkpoints.len(),
+            100.0 * during / busy.elapsed.as_secs_f64(),
+            fmt_ns(b.p50_ns),
+            fmt_ns(b.p99_ns),
+            fmt_ns(b.p999_ns),
+            fmt_rate(busy.commits_per_s()),
+        );
+        let ratio = b.p999_ns / a.p50_ns;
+        eprintln!(
+            "7d. p99.9 during checkpoints / p50 alone = {ratio:.2}; target <= 3: {}",
+            verdict(ratio <= 3.0)
+        );
+        if let Some(f) = row("put_sync_during_floor_writes").and_then(|g| g.latency.as_ref()) {
+            eprintln!(
+                "7d. floor: during {} back-to-back write + fsync of the same bytes: p50 {}, p99 {}, p99.9 {}; p99.9 / p50 alone = {:.2}",
+                k.busy_floors.len(),
+                fmt_ns(f.p50_ns),
+                fmt_ns(f.p99_ns),
+                fmt_ns(f.p999_ns),
+                f.p999_ns / a.p50_ns
+            );
+        }
+    }
+    if let (Some(ins), Some(map)) = (
+        find(&k.reads, "ckpt_get_inserted"),
+        find(&k.reads, "ckpt_get_mapped"),
+    ) {
+        let section3 = reads
+            .and_then(|r| find(&r.rows, "get_by_id"))
+            .map_or_else(String::new, |g| {
+                format!("; section 3's get_by_id: {}", fmt_ns(op_ns(&g)))
+            });
+        eprintln!(
+            "7e. get by id over {} documents: inserted in this process {}, read in place from the mapped snapshot {} ({:.2}x){section3}",
+            k.docs,
+            fmt_ns(op_ns(&ins)),
+            fmt_ns(op_ns(&map)),
+            op_ns(&map) / op_ns(&ins)
         );
     }
 }
