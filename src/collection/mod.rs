@@ -455,13 +455,22 @@ impl Store {
     /// An empty store with the indexes of `defs`.
     #[must_use]
     pub fn new(defs: &[IndexDef]) -> Self {
+        Self::with_docs(defs, Arc::new(VersionedMap::with_capacity(0)), 0)
+    }
+
+    /// An empty store over `docs`, its indexes sized for `capacity` documents.
+    fn with_docs(
+        defs: &[IndexDef],
+        docs: Arc<VersionedMap<u64, DocBytes>>,
+        capacity: usize,
+    ) -> Self {
         Self {
-            docs: Arc::new(VersionedMap::new()),
+            docs,
             indexes: defs
                 .iter()
                 .map(|d| IndexStore {
                     unique: d.unique,
-                    entries: VersionedMap::new(),
+                    entries: VersionedMap::with_capacity(capacity),
                 })
                 .collect(),
             next_id: AtomicU64::new(0),
@@ -669,11 +678,11 @@ impl Store {
     /// A store holding `docs` (ascending ids; from a checkpoint) as of commit `seq`, with no index (a collection
     /// gets its indexes when it is bound to its type). Returns it with its number of documents.
     pub fn loaded(
-        docs: impl Iterator<Item = (u64, DocBytes)>,
+        docs: impl ExactSizeIterator<Item = (u64, DocBytes)>,
         seq: u64,
         next_id: u64,
     ) -> (Self, usize) {
-        let store = Self::new(&[]);
+        let store = Self::with_docs(&[], Arc::new(VersionedMap::with_capacity(docs.len())), 0);
         let mut count = 0;
         for (id, doc) in docs {
             store.docs.write(id, seq, Some(doc), false);
@@ -692,8 +701,7 @@ impl Store {
     /// # Errors
     /// [`ApplyError::Unique`] if the documents violate a unique index of `defs` (nothing changes then).
     pub fn rebuilt(&self, defs: &[IndexDef]) -> Result<(Self, usize), ApplyError> {
-        let mut built = Self::new(defs);
-        built.docs = Arc::clone(&self.docs);
+        let built = Self::with_docs(defs, Arc::clone(&self.docs), self.docs.key_count());
         let mut count = 0;
         for entry in self.docs.keys() {
             let id = *entry.value();
