@@ -535,3 +535,44 @@ fn a_crash_between_the_steps_of_the_log_truncation_loses_no_commit() {
         "the truncation has several steps to stop at ({failed} stopped)"
     );
 }
+
+#[test]
+fn binding_recovered_documents_that_break_a_new_unique_index_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let twin = |words| Note {
+        title: "same".into(),
+        words,
+        body: vec![],
+    };
+    let (first, second) = {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        // No unique index yet: two documents share a title.
+        let notes = db.collection("notes", Spec::<Note>::new()).unwrap();
+        let first = db.insert(&notes, &twin(1)).unwrap();
+        for n in 0..50 {
+            db.insert(&notes, &note(&mut SmallRng::seed_from_u64(n), n))
+                .unwrap();
+        }
+        let second = db.insert(&notes, &twin(2)).unwrap();
+        (first, second)
+    };
+    for checkpointed in [false, true] {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        match db.collection("notes", spec()) {
+            Err(Error::UniqueViolation {
+                index, key, holder, ..
+            }) => {
+                assert_eq!(index, "title");
+                assert!(key.contains("same"), "{key}");
+                assert!([first, second].contains(&holder), "holder {holder}");
+            }
+            other => panic!("checkpointed {checkpointed}: {other:?}"),
+        }
+        // Refused, nothing bound: the collection still opens without the index.
+        let notes = db.collection("notes", Spec::<Note>::new()).unwrap();
+        assert_eq!(db.read().count(&notes), 52);
+        if !checkpointed {
+            db.checkpoint().unwrap();
+        }
+    }
+}

@@ -702,29 +702,39 @@ impl Store {
     /// [`ApplyError::Unique`] if the documents violate a unique index of `defs` (nothing changes then).
     pub fn rebuilt(&self, defs: &[IndexDef]) -> Result<(Self, usize), ApplyError> {
         let built = Self::with_docs(defs, Arc::clone(&self.docs), self.docs.key_count());
+        // Every index's entries are collected, sorted and then inserted in key order (a skip list takes ascending
+        // keys far faster than random ones: 0.14 against 1.9 µs per key at 1 M keys); a unique index's duplicates
+        // are then neighbours.
+        let mut entries: Vec<Vec<(EntryKey, u64, IndexEntry)>> = vec![Vec::new(); defs.len()];
         let mut count = 0;
-        for entry in self.docs.keys() {
-            let id = *entry.value();
+        for key in self.docs.keys() {
+            let id = *key.value();
             let Some((seq, Some(doc))) = self.docs.latest(&id) else {
                 continue;
             };
-            built.check_unique(
-                defs,
-                &[Write {
-                    id,
-                    doc: Some(&doc),
-                }],
-            )?;
-            for (index, def) in defs.iter().enumerate() {
+            for ((def, store), entries) in defs.iter().zip(&built.indexes).zip(&mut entries) {
                 if let Some(key) = (def.extract)(&doc) {
                     let entry = IndexEntry {
                         id,
                         doc: def.unique.then(|| doc.clone()),
                     };
-                    built.write_entry(index, &key, id, Some(entry), seq, false);
+                    entries.push((store.entry_key(&key, id), seq, entry));
                 }
             }
             count += 1;
+        }
+        for ((def, store), mut entries) in defs.iter().zip(&built.indexes).zip(entries) {
+            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+                debug_assert!(def.unique, "non-unique entry keys end with the id");
+                let doc = self
+                    .latest(pair[1].2.id)
+                    .expect("an indexed document exists");
+                return Err(unique_error(def, &doc, pair[0].2.id));
+            }
+            for (key, seq, entry) in entries {
+                store.entries.write(key, seq, Some(entry), false);
+            }
         }
         built.next_id.store(self.next_id(), Ordering::Relaxed);
         built
