@@ -1,5 +1,8 @@
-//! The database: opens and locks a data directory, recovers collections from the log, binds them to their Rust
-//! types, and publishes committed versions for readers.
+//! The database: opens and locks a data directory, recovers collections from the last checkpoint and the log after
+//! it, binds them to their Rust types, publishes committed versions for readers, and checkpoints.
+//!
+//! Lock order (never the reverse): `last_checkpoint`, then the catalog, then the commit lock, then the small
+//! leaf locks (in-doubt list, committed 2PC set, listeners, registry).
 //!
 //! Publication (the invariant readers rely on): versions are published in commit order, each with one atomic
 //! pointer swap; a version is published only after the commits it contains are as durable as the strongest
@@ -1498,6 +1501,7 @@ fn redo(
     }
     let no_indexes: Arc<[IndexDef]> = Arc::from(Vec::new());
     let mut ops: Vec<Op> = Vec::with_capacity(data.len());
+    let mut positions: HashMap<(u32, u64), usize> = HashMap::with_capacity(data.len());
     for record in data {
         let op = decode_op(record.payload())
             .ok_or_else(|| corrupt_record(record, "malformed DATA payload"))?;
@@ -1510,15 +1514,21 @@ fn redo(
             }
             _ => {
                 let doc = (op.op == OP_PUT).then(|| collection::DocBytes::copy_from(op.body));
-                // One write per document and transaction (a log that repeats one: the last counts).
-                ops.retain(|o| (o.slot, o.id) != (slot, op.id));
-                ops.push(Op {
+                let write = Op {
                     slot,
                     name: Arc::clone(&catalog.slots[slot as usize].name),
                     defs: Arc::clone(&no_indexes),
                     id: op.id,
                     doc,
-                });
+                };
+                // One write per document and transaction (a log that repeats one: the last counts).
+                match positions.entry((slot, op.id)) {
+                    std::collections::hash_map::Entry::Occupied(at) => ops[*at.get()] = write,
+                    std::collections::hash_map::Entry::Vacant(at) => {
+                        at.insert(ops.len());
+                        ops.push(write);
+                    }
+                }
             }
         }
     }

@@ -790,8 +790,8 @@ impl<'s> View<'s> {
     /// The document with this id.
     #[must_use]
     pub fn get(&self, id: u64) -> Option<&'s [u8]> {
-        // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and the projection points into the `Arc`'s
-        // allocation.
+        // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and `DocBytes::as_bytes` points into memory the
+        // value owns through an `Arc` (its own allocation, or the shared buffer of a mapped snapshot).
         unsafe {
             self.store
                 .docs
@@ -873,8 +873,8 @@ impl<'s> View<'s> {
     pub fn unique_get(&self, index: usize, key: &[u8]) -> Option<(u64, &'s [u8])> {
         let store = self.store.indexes.get(index)?;
         debug_assert!(store.unique);
-        // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and the projection points into the `Arc`'s
-        // allocation.
+        // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and `DocBytes::as_bytes` points into memory the
+        // value owns through an `Arc` (its own allocation, or the shared buffer of a mapped snapshot).
         unsafe {
             store.entries.read(key, self.seq, |e: &IndexEntry| {
                 e.doc.as_ref().map(|doc| (e.id, doc.as_bytes()))
