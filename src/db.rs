@@ -1385,6 +1385,12 @@ struct Replayed {
     /// Sequence number of the last commit.
     seq: u64,
     collections: Vec<CollectionState>,
+    /// Per collection slot, the last write of each document replayed so far: `(seq, document or removal)`. Applied
+    /// to the collections' stores in one pass, in id order, when the log is read ([`Replayed::apply_overlay`]):
+    /// a document written many times in the log is inserted once.
+    overlay: Vec<HashMap<u64, (u64, Option<collection::DocBytes>)>>,
+    /// Per collection slot, one past the largest id the replayed writes used.
+    next_ids: Vec<u64>,
     /// Prepared transactions with no decision in the log.
     in_doubt: Vec<InDoubt>,
     /// 2PC transactions whose COMMIT decision is in the log.
@@ -1481,6 +1487,7 @@ fn replay(wal: &Wal, catalog: &mut Catalog, replayed: &mut Replayed, cut_lsn: u6
         group.clear();
     }
     replayed.in_doubt = prepared;
+    replayed.apply_overlay();
     Ok(())
 }
 
@@ -1499,42 +1506,61 @@ fn redo(
             "commit sequence numbers go backwards",
         ));
     }
-    let no_indexes: Arc<[IndexDef]> = Arc::from(Vec::new());
-    let mut ops: Vec<Op> = Vec::with_capacity(data.len());
-    let mut positions: HashMap<(u32, u64), usize> = HashMap::with_capacity(data.len());
     for record in data {
         let op = decode_op(record.payload())
             .ok_or_else(|| corrupt_record(record, "malformed DATA payload"))?;
-        let slot = catalog.slot_for(op.name);
+        let slot = catalog.slot_for(op.name) as usize;
         match op.op {
             OP_DECLARE => {
                 let label = std::str::from_utf8(op.body)
                     .map_err(|_| corrupt_record(record, "type label is not UTF-8"))?;
-                catalog.slots[slot as usize].declared_type = Some(label.to_owned());
+                catalog.slots[slot].declared_type = Some(label.to_owned());
             }
             _ => {
                 let doc = (op.op == OP_PUT).then(|| collection::DocBytes::copy_from(op.body));
-                let write = Op {
-                    slot,
-                    name: Arc::clone(&catalog.slots[slot as usize].name),
-                    defs: Arc::clone(&no_indexes),
-                    id: op.id,
-                    doc,
-                };
-                // One write per document and transaction (a log that repeats one: the last counts).
-                match positions.entry((slot, op.id)) {
-                    std::collections::hash_map::Entry::Occupied(at) => ops[*at.get()] = write,
-                    std::collections::hash_map::Entry::Vacant(at) => {
-                        at.insert(ops.len());
-                        ops.push(write);
-                    }
+                if replayed.overlay.len() <= slot {
+                    replayed.overlay.resize_with(slot + 1, HashMap::new);
+                    replayed.next_ids.resize(slot + 1, 0);
                 }
+                // The last write of a document counts (also within one transaction, if a log repeats one).
+                replayed.overlay[slot].insert(op.id, (seq, doc));
+                replayed.next_ids[slot] = replayed.next_ids[slot].max(op.id.saturating_add(1));
             }
         }
     }
-    replayed.collections = apply_writes(&replayed.collections, &ops, seq, false);
     replayed.seq = seq;
     Ok(())
+}
+
+impl Replayed {
+    /// Applies the replayed writes to the collections' stores (no snapshot reads them yet, so no history is kept).
+    fn apply_overlay(&mut self) {
+        let overlay = std::mem::take(&mut self.overlay);
+        for (slot, writes) in overlay.into_iter().enumerate() {
+            if writes.is_empty() {
+                continue;
+            }
+            if self.collections.len() <= slot {
+                self.collections
+                    .resize_with(slot + 1, CollectionState::empty);
+            }
+            let mut writes: Vec<(u64, u64, Option<collection::DocBytes>)> = writes
+                .into_iter()
+                .map(|(id, (seq, doc))| (id, seq, doc))
+                .collect();
+            writes.sort_unstable_by_key(|(id, ..)| *id);
+            let state = &mut self.collections[slot];
+            if state.count == 0 && state.store.next_id() == 0 {
+                // A collection the checkpoint did not have: its maps are sized for what comes.
+                state.store = Arc::new(Store::untyped_with_capacity(writes.len()));
+            }
+            let delta = state.store.apply_replayed(writes, self.next_ids[slot]);
+            state.count = state
+                .count
+                .checked_add_signed(delta)
+                .expect("a document count stays in range");
+        }
+    }
 }
 
 /// Name of the manifest among the checkpoint files.
@@ -1613,6 +1639,8 @@ fn load_checkpoint(
     Ok(Replayed {
         seq: manifest.seq,
         collections,
+        overlay: Vec::new(),
+        next_ids: Vec::new(),
         in_doubt: Vec::new(),
         committed_2pc: manifest.committed_2pc.iter().copied().collect(),
     })

@@ -675,6 +675,28 @@ impl Store {
         self.garbage.lock().len()
     }
 
+    /// An empty store with no index, its documents' map sized for `docs` documents (for a replay).
+    #[must_use]
+    pub fn untyped_with_capacity(docs: usize) -> Self {
+        Self::with_docs(&[], Arc::new(VersionedMap::with_capacity(docs)), 0)
+    }
+
+    /// Applies replayed writes `(id, seq, document or removal)` (ascending ids, one per id; the store has no index
+    /// and no reader) and raises the next id to at least `next_id`. Returns the change in the number of documents.
+    pub fn apply_replayed(&self, writes: Vec<(u64, u64, Option<DocBytes>)>, next_id: u64) -> isize {
+        debug_assert!(self.indexes.is_empty(), "replay writes untyped stores");
+        debug_assert!(writes.windows(2).all(|w| w[0].0 < w[1].0), "ascending ids");
+        let mut delta = 0isize;
+        for (id, seq, doc) in writes {
+            let before = self.latest(id).is_some();
+            delta += isize::from(doc.is_some()) - isize::from(before);
+            self.docs.write(id, seq, doc, false);
+            self.changed_seq.fetch_max(seq, Ordering::Relaxed);
+        }
+        self.next_id.fetch_max(next_id, Ordering::Relaxed);
+        delta
+    }
+
     /// A store holding `docs` (ascending ids; from a checkpoint) as of commit `seq`, with no index (a collection
     /// gets its indexes when it is bound to its type). Returns it with its number of documents.
     pub fn loaded(
