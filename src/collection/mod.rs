@@ -686,9 +686,11 @@ impl Store {
     pub fn apply_replayed(&self, writes: Vec<(u64, u64, Option<DocBytes>)>, next_id: u64) -> isize {
         debug_assert!(self.indexes.is_empty(), "replay writes untyped stores");
         debug_assert!(writes.windows(2).all(|w| w[0].0 < w[1].0), "ascending ids");
+        // An empty store has nothing to look up first.
+        let empty = self.docs.key_count() == 0;
         let mut delta = 0isize;
         for (id, seq, doc) in writes {
-            let before = self.latest(id).is_some();
+            let before = !empty && self.latest(id).is_some();
             delta += isize::from(doc.is_some()) - isize::from(before);
             self.docs.write(id, seq, doc, false);
             self.changed_seq.fetch_max(seq, Ordering::Relaxed);
@@ -729,6 +731,7 @@ impl Store {
         // are then neighbours.
         let mut entries: Vec<Vec<(EntryKey, u64, IndexEntry)>> = vec![Vec::new(); defs.len()];
         let mut count = 0;
+        // In id order: documents were mostly allocated in that order, so their bytes are read sequentially.
         for key in self.docs.keys() {
             let id = *key.value();
             let Some((seq, Some(doc))) = self.docs.latest(&id) else {
