@@ -217,12 +217,42 @@ fn superseded_versions_are_reclaimed_once_no_snapshot_needs_them() {
         Some(id)
     );
     drop(old);
-    db.put(&items, id, &item("z", 0)).unwrap();
+    // The next commit frees them, even one that supersedes nothing itself (a new document).
+    let fresh = db.insert(&items, &item("fresh", 3)).unwrap();
     assert!(
         db.retained_versions() <= 4,
         "dropping it frees them: {}",
         db.retained_versions()
     );
+    assert!(db.remove(&items, fresh).unwrap());
+    db.put(&items, id, &item("z", 0)).unwrap();
+
+    // Two snapshots: dropping the older frees only what the newer cannot see; dropping the newer frees the rest at
+    // the next commit, again one that supersedes nothing.
+    let older = db.read();
+    for n in 0..100u32 {
+        db.put(&items, id, &item(&format!("p{n}"), n % 2)).unwrap();
+    }
+    let newer = db.read();
+    for n in 0..100u32 {
+        db.put(&items, id, &item(&format!("q{n}"), n % 2)).unwrap();
+    }
+    drop(older);
+    let between = db.insert(&items, &item("between", 3)).unwrap();
+    let kept = db.retained_versions();
+    assert!(
+        (100..=500).contains(&kept),
+        "the newer snapshot keeps what changed after it: {kept}"
+    );
+    drop(newer);
+    let after = db.insert(&items, &item("after", 3)).unwrap();
+    assert!(
+        db.retained_versions() <= 4,
+        "all freed: {}",
+        db.retained_versions()
+    );
+    assert!(db.remove(&items, between).unwrap() && db.remove(&items, after).unwrap());
+    db.put(&items, id, &item("z", 0)).unwrap();
 
     // Removals are forgotten too (the document, its index entries and its unique key).
     for n in 0..200u64 {

@@ -440,6 +440,9 @@ pub struct Store {
     changed_seq: AtomicU64,
     /// In commit order (the committer's only; the mutex is uncontended).
     garbage: Mutex<VecDeque<Garbage>>,
+    /// Sequence number of the oldest garbage (`u64::MAX`: none), so that a commit skips stores with nothing to
+    /// collect without taking their lock.
+    oldest_garbage: AtomicU64,
 }
 
 impl Debug for Store {
@@ -476,6 +479,7 @@ impl Store {
             next_id: AtomicU64::new(0),
             changed_seq: AtomicU64::new(0),
             garbage: Mutex::new(VecDeque::new()),
+            oldest_garbage: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -618,9 +622,7 @@ impl Store {
                 .docs
                 .write(write.id, seq, write.doc.cloned(), keep_history);
             if written == Written::Superseded {
-                self.garbage
-                    .lock()
-                    .push_back(Garbage::Doc { seq, id: write.id });
+                self.push_garbage(Garbage::Doc { seq, id: write.id });
             }
             self.next_id
                 .fetch_max(write.id.saturating_add(1), Ordering::Relaxed);
@@ -649,15 +651,28 @@ impl Store {
             "an entry is removed only if it exists"
         );
         if written == Written::Superseded {
-            self.garbage
-                .lock()
-                .push_back(Garbage::Entry { seq, index, key });
+            self.push_garbage(Garbage::Entry { seq, index, key });
         }
+    }
+
+    fn push_garbage(&self, garbage: Garbage) {
+        self.oldest_garbage
+            .fetch_min(garbage.seq(), Ordering::Relaxed);
+        self.garbage.lock().push_back(garbage);
+    }
+
+    /// Records the oldest pending garbage of `queue` (this store's, locked).
+    fn note_oldest(&self, queue: &VecDeque<Garbage>) {
+        let oldest = queue.front().map_or(u64::MAX, Garbage::seq);
+        self.oldest_garbage.store(oldest, Ordering::Relaxed);
     }
 
     /// Prunes what commits up to `horizon` superseded (the lowest sequence number any live snapshot reads at);
     /// keys that no live snapshot sees anymore are dropped. The committer's only.
     pub fn collect(&self, horizon: u64) {
+        if self.oldest_garbage.load(Ordering::Relaxed) > horizon {
+            return;
+        }
         let mut garbage = self.garbage.lock();
         while garbage.front().is_some_and(|g| g.seq() <= horizon) {
             match garbage.pop_front().expect("front exists") {
@@ -667,6 +682,7 @@ impl Store {
                 }
             }
         }
+        self.note_oldest(&garbage);
     }
 
     /// Versions still waiting for [`Store::collect`] (for tests and statistics).
@@ -771,6 +787,8 @@ impl Store {
             .drain(..)
             .partition(|g| matches!(g, Garbage::Doc { .. }));
         *garbage = entries;
+        self.note_oldest(&garbage);
+        built.note_oldest(&documents);
         *built.garbage.lock() = documents;
         Ok((built, count))
     }
