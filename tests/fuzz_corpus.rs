@@ -34,21 +34,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/wal_recovery")
+    common::fuzz_corpus_dir("wal_recovery")
 }
 
 /// Every seed: (file name, bytes), sorted by name.
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(corpus_dir())
-        .expect("fuzz/corpus/wal_recovery exists")
-        .map(|entry| {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            (name, fs::read(entry.path()).unwrap())
-        })
-        .collect();
-    files.sort();
-    files
+    common::fuzz_corpus("wal_recovery")
 }
 
 #[test]

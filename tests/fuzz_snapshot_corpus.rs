@@ -22,6 +22,8 @@
 //! format gives identical bytes):
 //! `cargo test --test fuzz_snapshot_corpus -- --ignored --exact regenerate_seed_corpus`
 
+mod common;
+
 use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -37,21 +39,12 @@ use rkyv::util::AlignedVec;
 const MAX_SEED_BYTES: usize = 8 * 1024;
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/snapshot_open")
+    common::fuzz_corpus_dir("snapshot_open")
 }
 
 /// Every seed: (file name, bytes), sorted by name.
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(corpus_dir())
-        .expect("fuzz/corpus/snapshot_open exists")
-        .map(|entry| {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            (name, fs::read(entry.path()).unwrap())
-        })
-        .collect();
-    files.sort();
-    files
+    common::fuzz_corpus("snapshot_open")
 }
 
 /// The salt `fuzz_open` uses for `data`: bytes 16..24 when present, else 0.

@@ -424,3 +424,24 @@ impl Kill9 {
         }
     }
 }
+
+/// The committed seed corpus of fuzz target `target` (`fuzz/corpus/<target>`).
+pub fn fuzz_corpus_dir(target: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
+}
+
+/// Every seed of fuzz target `target`: (file name, bytes), sorted by name.
+pub fn fuzz_corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(fuzz_corpus_dir(target))
+        .unwrap_or_else(|e| panic!("fuzz/corpus/{target}: {e}"))
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            (name, fs::read(entry.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
