@@ -1175,7 +1175,7 @@ impl Inner {
             collection.store.collect(horizon);
         }
         let seq = state.latest.seq + 1;
-        let collections = apply_writes(&state.latest.collections, ops, seq, true);
+        let collections = apply_writes(&state.latest.collections, ops, seq);
         let version = Arc::new(DbVersion::new(seq, collections, &self.registry));
         state.latest = Arc::clone(&version);
         if self
@@ -1291,12 +1291,7 @@ fn writes_by_slot(ops: &[Op]) -> Vec<(u32, Vec<(usize, Write<'_>)>)> {
 }
 
 /// Applies checked `ops` as commit `seq` to the stores of `collections`; returns the collections' new states.
-fn apply_writes(
-    collections: &[CollectionState],
-    ops: &[Op],
-    seq: u64,
-    keep_history: bool,
-) -> Vec<CollectionState> {
+fn apply_writes(collections: &[CollectionState], ops: &[Op], seq: u64) -> Vec<CollectionState> {
     let mut collections = collections.to_vec();
     for (slot, writes) in writes_by_slot(ops) {
         let slot = slot as usize;
@@ -1307,7 +1302,7 @@ fn apply_writes(
         });
         let writes: Vec<Write<'_>> = writes.iter().map(|(_, w)| *w).collect();
         let state = &mut collections[slot];
-        let delta = state.store.apply(defs, &writes, seq, keep_history);
+        let delta = state.store.apply(defs, &writes, seq);
         state.count = state
             .count
             .checked_add_signed(delta)

@@ -563,16 +563,9 @@ impl Store {
         Ok(())
     }
 
-    /// Applies `writes` (checked: one per document, unique indexes free) as commit `seq`. With `keep_history`,
-    /// superseded versions stay for live snapshots until [`Store::collect`] passes `seq`; without it (replay and
-    /// rebuilds, with no reader) they are dropped at once. Returns the change in the number of documents.
-    pub fn apply(
-        &self,
-        defs: &[IndexDef],
-        writes: &[Write<'_>],
-        seq: u64,
-        keep_history: bool,
-    ) -> isize {
+    /// Applies `writes` (checked: one per document, unique indexes free) as commit `seq`. Superseded versions stay
+    /// for live snapshots until [`Store::collect`] passes `seq`. Returns the change in the number of documents.
+    pub fn apply(&self, defs: &[IndexDef], writes: &[Write<'_>], seq: u64) -> isize {
         debug_assert_eq!(defs.len(), self.indexes.len());
         let olds: Vec<Option<DocBytes>> = writes.iter().map(|w| self.latest(w.id)).collect();
         // Every index entry a write changes (for a unique index, also one whose key stays: it holds the document).
@@ -595,7 +588,7 @@ impl Store {
         }
         for change in &mut changes {
             if let Some(key) = change.old_key.take() {
-                self.write_entry(change.index, &key, change.write.id, None, seq, keep_history);
+                self.write_entry(change.index, &key, change.write.id, None, seq);
             }
         }
         for change in &mut changes {
@@ -605,22 +598,13 @@ impl Store {
                     id: change.write.id,
                     doc: store.unique.then(|| change.write.doc.cloned()).flatten(),
                 };
-                self.write_entry(
-                    change.index,
-                    &key,
-                    change.write.id,
-                    Some(entry),
-                    seq,
-                    keep_history,
-                );
+                self.write_entry(change.index, &key, change.write.id, Some(entry), seq);
             }
         }
         let mut delta = 0isize;
         for (write, old) in writes.iter().zip(&olds) {
             delta += isize::from(write.doc.is_some()) - isize::from(old.is_some());
-            let written = self
-                .docs
-                .write(write.id, seq, write.doc.cloned(), keep_history);
+            let written = self.docs.write(write.id, seq, write.doc.cloned(), true);
             if written == Written::Superseded {
                 self.push_garbage(Garbage::Doc { seq, id: write.id });
             }
@@ -633,18 +617,10 @@ impl Store {
         delta
     }
 
-    fn write_entry(
-        &self,
-        index: usize,
-        key: &[u8],
-        id: u64,
-        entry: Option<IndexEntry>,
-        seq: u64,
-        keep_history: bool,
-    ) {
+    fn write_entry(&self, index: usize, key: &[u8], id: u64, entry: Option<IndexEntry>, seq: u64) {
         let store = &self.indexes[index];
         let key = store.entry_key(key, id);
-        let written = store.entries.write(key.clone(), seq, entry, keep_history);
+        let written = store.entries.write(key.clone(), seq, entry, true);
         debug_assert_ne!(
             written,
             Written::Absent,
