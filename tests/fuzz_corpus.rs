@@ -18,8 +18,6 @@
 
 mod common;
 
-use std::fs;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use collection_store::wal::format::{
@@ -32,10 +30,6 @@ use collection_store::wal::{
 use common::{KINDS, group_span, new_segment, put_group, seal_segment};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-
-fn corpus_dir() -> PathBuf {
-    common::fuzz_corpus_dir("wal_recovery")
-}
 
 /// Every seed: (file name, bytes), sorted by name.
 fn corpus() -> Vec<(String, Vec<u8>)> {
@@ -601,14 +595,7 @@ fn regenerate_seed_corpus() {
         }
     }
 
-    let dir = corpus_dir();
-    fs::create_dir_all(&dir).unwrap();
-    for entry in fs::read_dir(&dir).unwrap() {
-        fs::remove_file(entry.unwrap().path()).unwrap();
-    }
-    for (name, data) in &seeds {
-        fs::write(dir.join(name), data).unwrap();
-    }
+    common::write_fuzz_corpus("wal_recovery", &seeds);
     // Whatever was generated must pass the replay.
     seed_corpus_replays_without_panic();
 }

@@ -24,9 +24,7 @@
 
 mod common;
 
-use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
 
 use collection_store::checkpoint::{
     HEADER_BYTES, Manifest, ManifestCollection, SnapshotContents, encode_manifest, encode_snapshot,
@@ -37,10 +35,6 @@ use rkyv::util::AlignedVec;
 
 /// Largest seed the generator may write: small seeds keep the fuzzer fast.
 const MAX_SEED_BYTES: usize = 8 * 1024;
-
-fn corpus_dir() -> PathBuf {
-    common::fuzz_corpus_dir("snapshot_open")
-}
 
 /// Every seed: (file name, bytes), sorted by name.
 fn corpus() -> Vec<(String, Vec<u8>)> {
@@ -515,14 +509,7 @@ fn regenerate_seed_corpus() {
             data.len()
         );
     }
-    let dir = corpus_dir();
-    fs::create_dir_all(&dir).unwrap();
-    for entry in fs::read_dir(&dir).unwrap() {
-        fs::remove_file(entry.unwrap().path()).unwrap();
-    }
-    for (name, data) in &seeds {
-        fs::write(dir.join(name), data).unwrap();
-    }
+    common::write_fuzz_corpus("snapshot_open", &seeds);
     // Whatever was generated must pass the replay.
     seed_corpus_replays_without_panic();
 }

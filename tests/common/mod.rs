@@ -445,3 +445,15 @@ pub fn fuzz_corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     files.sort();
     files
 }
+
+/// Replaces the committed seed corpus of fuzz target `target` with `seeds` (file name, bytes).
+pub fn write_fuzz_corpus(target: &str, seeds: &[(String, Vec<u8>)]) {
+    let dir = fuzz_corpus_dir(target);
+    fs::create_dir_all(&dir).unwrap();
+    for entry in fs::read_dir(&dir).unwrap() {
+        fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    for (name, data) in seeds {
+        fs::write(dir.join(name), data).unwrap();
+    }
+}
