@@ -1528,7 +1528,7 @@ fn redo(
 }
 
 impl Replayed {
-    /// Applies the replayed writes to the collections' stores (no snapshot reads them yet, so no history is kept).
+    /// Folds the replayed writes into the collections' bases (no snapshot reads them yet).
     fn apply_overlay(&mut self) {
         let overlay = std::mem::take(&mut self.overlay);
         for (slot, writes) in overlay.into_iter().enumerate() {
@@ -1545,15 +1545,11 @@ impl Replayed {
                 .collect();
             writes.sort_unstable_by_key(|(id, ..)| *id);
             let state = &mut self.collections[slot];
-            if state.count == 0 && state.store.next_id() == 0 {
-                // A collection the checkpoint did not have: its maps are sized for what comes.
-                state.store = Arc::new(Store::untyped_with_capacity(writes.len()));
-            }
-            let delta = state.store.apply_replayed(writes, self.next_ids[slot]);
-            state.count = state
-                .count
-                .checked_add_signed(delta)
-                .expect("a document count stays in range");
+            let (store, count) = state.store.folded(writes, self.next_ids[slot]);
+            *state = CollectionState {
+                store: Arc::new(store),
+                count,
+            };
         }
     }
 }
@@ -1619,13 +1615,18 @@ fn load_checkpoint(
                 ),
             });
         }
-        let docs = contents.docs.iter().map(|&(id, offset, len)| {
-            (
-                id,
-                collection::DocBytes::shared(Arc::clone(&bytes), offset, len),
-            )
-        });
-        let (store, count) = Store::loaded(docs, contents.seq, contents.next_id);
+        let docs: Vec<(u64, collection::DocBytes)> = contents
+            .docs
+            .iter()
+            .map(|&(id, offset, len)| {
+                (
+                    id,
+                    collection::DocBytes::shared(Arc::clone(&bytes), offset, len),
+                )
+            })
+            .collect();
+        let count = docs.len();
+        let store = Store::based(docs, contents.seq, contents.next_id);
         collections.push(CollectionState {
             store: Arc::new(store),
             count,

@@ -5,7 +5,6 @@
 //! operations. Nothing is visible to anyone else, or written to the log, before commit. Rollback (or drop) discards
 //! the buffer; a savepoint is a position in it.
 
-use std::cmp::Ordering as Order;
 use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use std::time::Duration;
 
 use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 
+use crate::collection::merge::Union;
 use crate::collection::{self, DocBytes, Document, IndexDef, IndexKey};
 use crate::db::{
     Collection, CommitInfo, CommitState, Database, DbVersion, Docs, ROLE_PARTICIPANT, check_writes,
@@ -553,79 +553,4 @@ fn in_bounds(key: &[u8], start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
         Bound::Unbounded => true,
     };
     above && below
-}
-
-/// The union of two sorted iterators with no element in common, in order from both ends.
-struct Union<A: Iterator, B, F> {
-    a: A,
-    b: B,
-    /// Elements taken from one end and not yet yielded.
-    a_front: Option<A::Item>,
-    a_back: Option<A::Item>,
-    b_front: Option<A::Item>,
-    b_back: Option<A::Item>,
-    cmp: F,
-}
-
-impl<A, B, F> Union<A, B, F>
-where
-    A: DoubleEndedIterator,
-    B: DoubleEndedIterator<Item = A::Item>,
-    F: Fn(&A::Item, &A::Item) -> Order,
-{
-    fn new(a: A, b: B, cmp: F) -> Self {
-        Self {
-            a,
-            b,
-            a_front: None,
-            a_back: None,
-            b_front: None,
-            b_back: None,
-            cmp,
-        }
-    }
-}
-
-impl<A, B, F> Iterator for Union<A, B, F>
-where
-    A: DoubleEndedIterator,
-    B: DoubleEndedIterator<Item = A::Item>,
-    F: Fn(&A::Item, &A::Item) -> Order,
-{
-    type Item = A::Item;
-
-    fn next(&mut self) -> Option<A::Item> {
-        if self.a_front.is_none() {
-            self.a_front = self.a.next().or_else(|| self.a_back.take());
-        }
-        if self.b_front.is_none() {
-            self.b_front = self.b.next().or_else(|| self.b_back.take());
-        }
-        match (&self.a_front, &self.b_front) {
-            (Some(a), Some(b)) if (self.cmp)(a, b) == Order::Greater => self.b_front.take(),
-            (Some(_), _) => self.a_front.take(),
-            (None, _) => self.b_front.take(),
-        }
-    }
-}
-
-impl<A, B, F> DoubleEndedIterator for Union<A, B, F>
-where
-    A: DoubleEndedIterator,
-    B: DoubleEndedIterator<Item = A::Item>,
-    F: Fn(&A::Item, &A::Item) -> Order,
-{
-    fn next_back(&mut self) -> Option<A::Item> {
-        if self.a_back.is_none() {
-            self.a_back = self.a.next_back().or_else(|| self.a_front.take());
-        }
-        if self.b_back.is_none() {
-            self.b_back = self.b.next_back().or_else(|| self.b_front.take());
-        }
-        match (&self.a_back, &self.b_back) {
-            (Some(a), Some(b)) if (self.cmp)(a, b) == Order::Less => self.b_back.take(),
-            (Some(_), _) => self.a_back.take(),
-            (None, _) => self.b_back.take(),
-        }
-    }
 }

@@ -10,6 +10,12 @@
 //! Documents are found by id through a hash map (point reads: one lookup) and in id order through a skip list;
 //! each index is a skip list of entries (ranges, lowest, greatest), plus a hash map by key for a unique index.
 //!
+//! Under those versions (the *delta*) lies the store's *base* (`base.rs`): immutable sorted documents and index
+//! entries that every reader of the store sees where the delta has no version for it. A database opens its
+//! collections as bases (the last checkpoint's documents, read in place from the mapped file, with the log's later
+//! writes folded in), so opening builds no per-document map entries; commits then write the delta. A removal of a
+//! document or entry the base holds stays in the delta as a tombstone.
+//!
 //! Documents are rkyv archives, serialized once per write: the same bytes are the WAL payload and the in-memory
 //! copy. Reads return `&T::Archived` without copying. The one unchecked access lives in [`archived`]; its safety
 //! rests on the invariant below.
@@ -24,7 +30,9 @@
 //! - a version visible to a live snapshot is never pruned (`mvcc.rs`), so references a [`View`] returns live as
 //!   long as the snapshot it was made from.
 
+mod base;
 pub mod key;
+pub(crate) mod merge;
 mod mvcc;
 
 use std::collections::{HashMap, VecDeque};
@@ -44,8 +52,10 @@ use rkyv::{Archive, Portable, Serialize};
 use smallvec::SmallVec;
 
 pub use crate::checkpoint::files::SharedBytes;
+use base::{BaseDocs, BaseIndex};
 pub use key::IndexKey;
-use mvcc::{VersionedMap, Written};
+use merge::Union;
+use mvcc::{Seen, VersionedMap, Written};
 
 /// A type that can be stored in a typed collection: derive rkyv's `Archive` and `Serialize` (with
 /// `#[rkyv(derive(Debug))]` or not; bytecheck is on by default).
@@ -377,9 +387,24 @@ struct EntryChange<'a> {
     new_key: Option<Vec<u8>>,
 }
 
+/// An index entry's key as a stream of entries meets it: in the delta or in the base.
+enum EntryAt<'s> {
+    Delta(crossbeam_skiplist::set::Entry<'s, EntryKey>),
+    Base(&'s EntryKey),
+}
+
+impl EntryAt<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            Self::Delta(entry) => entry.value(),
+            Self::Base(key) => key,
+        }
+    }
+}
+
 /// The encoded key of an index entry met by [`View::index_entries`].
 pub struct EntryKeyRef<'s> {
-    entry: crossbeam_skiplist::set::Entry<'s, EntryKey>,
+    entry: EntryAt<'s>,
     unique: bool,
 }
 
@@ -387,7 +412,7 @@ impl EntryKeyRef<'_> {
     /// The encoded key.
     #[must_use]
     pub fn key(&self) -> &[u8] {
-        let key = self.entry.value();
+        let key = self.entry.key();
         if self.unique {
             key
         } else {
@@ -413,16 +438,31 @@ struct IndexEntry {
 struct IndexStore {
     unique: bool,
     entries: VersionedMap<EntryKey, IndexEntry>,
+    /// The entries of the base's documents.
+    base: BaseIndex,
 }
 
 impl IndexStore {
     fn entry_key(&self, key: &[u8], id: u64) -> EntryKey {
-        let mut entry = EntryKey::from_slice(key);
-        if !self.unique {
-            entry.extend_from_slice(&id.to_be_bytes());
-        }
-        entry
+        entry_key(self.unique, key, id)
     }
+
+    /// The id holding entry `key` in the newest version: `None` if none (or removed).
+    fn latest_holder(&self, key: &[u8], base: &BaseDocs) -> Option<u64> {
+        match self.entries.latest(key) {
+            Some((_, entry)) => entry.map(|e| e.id),
+            None => self.base.get(key).map(|position| base.at(position).0),
+        }
+    }
+}
+
+/// The entry key of `id` under `key` in an index (`unique` or not).
+fn entry_key(unique: bool, key: &[u8], id: u64) -> EntryKey {
+    let mut entry = EntryKey::from_slice(key);
+    if !unique {
+        entry.extend_from_slice(&id.to_be_bytes());
+    }
+    entry
 }
 
 /// The documents and indexes of one collection, every version a live snapshot may read.
@@ -432,7 +472,9 @@ impl IndexStore {
 pub struct Store {
     /// Shared with the store this one was rebuilt from, if any (binding a recovered collection adds indexes, not a
     /// copy of its documents).
-    docs: Arc<VersionedMap<u64, DocBytes>>,
+    base: Arc<BaseDocs>,
+    /// The delta: every version written since the base.
+    docs: VersionedMap<u64, DocBytes>,
     indexes: Vec<IndexStore>,
     /// Ids below this were used at least once.
     next_id: AtomicU64,
@@ -448,7 +490,8 @@ pub struct Store {
 impl Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("ids", &self.docs.key_count())
+            .field("base", &self.base.len())
+            .field("delta", &self.docs.key_count())
             .field("indexes", &self.indexes.len())
             .finish_non_exhaustive()
     }
@@ -458,49 +501,106 @@ impl Store {
     /// An empty store with the indexes of `defs`.
     #[must_use]
     pub fn new(defs: &[IndexDef]) -> Self {
-        Self::with_docs(defs, Arc::new(VersionedMap::with_capacity(0)), 0)
+        Self::over(
+            Arc::new(BaseDocs::empty()),
+            defs.iter()
+                .map(|d| (d.unique, BaseIndex::empty()))
+                .collect(),
+        )
     }
 
-    /// An empty store over `docs`, its indexes sized for `capacity` documents.
-    fn with_docs(
-        defs: &[IndexDef],
-        docs: Arc<VersionedMap<u64, DocBytes>>,
-        capacity: usize,
-    ) -> Self {
+    /// A store with an empty delta over `base`, with `indexes` (unique or not, and their entries in the base).
+    fn over(base: Arc<BaseDocs>, indexes: Vec<(bool, BaseIndex)>) -> Self {
+        let changed_seq = base.seq;
         Self {
-            docs,
-            indexes: defs
-                .iter()
-                .map(|d| IndexStore {
-                    unique: d.unique,
-                    entries: VersionedMap::with_capacity(capacity),
+            base,
+            docs: VersionedMap::with_capacity(0),
+            indexes: indexes
+                .into_iter()
+                .map(|(unique, base)| IndexStore {
+                    unique,
+                    entries: VersionedMap::with_capacity(0),
+                    base,
                 })
                 .collect(),
             next_id: AtomicU64::new(0),
-            changed_seq: AtomicU64::new(0),
+            changed_seq: AtomicU64::new(changed_seq),
             garbage: Mutex::new(VecDeque::new()),
             oldest_garbage: AtomicU64::new(u64::MAX),
         }
     }
 
-    /// Sequence number of the newest write (or removal) of `id` still recorded. A removal is forgotten only once
-    /// every live snapshot is at or after it, so a writer that began before it still conflicts.
+    /// A store with no index over the documents `docs` (strictly ascending ids; from a checkpoint, or folded from
+    /// a replay by [`Store::folded`]) as of commit `seq`, ids below `next_id` used. A collection gets its indexes
+    /// when it is bound to its type ([`Store::rebuilt`]).
+    #[must_use]
+    pub fn based(docs: Vec<(u64, DocBytes)>, seq: u64, next_id: u64) -> Self {
+        let store = Self::over(Arc::new(BaseDocs::new(seq, docs)), Vec::new());
+        store.next_id.store(next_id, Ordering::Relaxed);
+        store
+    }
+
+    /// This store's newest documents with `writes` folded in (`(id, seq, document or removal)`, strictly ascending
+    /// ids), as a store with no index (see [`Store::based`]) whose ids below `next_id` are used, with its number of
+    /// documents. For a replay: no snapshot reads the result yet.
+    #[must_use]
+    pub fn folded(&self, writes: Vec<(u64, u64, Option<DocBytes>)>, next_id: u64) -> (Self, usize) {
+        debug_assert!(writes.windows(2).all(|w| w[0].0 < w[1].0), "ascending ids");
+        let mut seq = self.changed_seq();
+        let mut docs = Vec::with_capacity(self.base.len() + writes.len());
+        let mut writes = writes.into_iter().peekable();
+        for (id, doc) in self.latest_docs() {
+            while let Some((written, ..)) = writes.peek()
+                && *written < id
+            {
+                let (written, write_seq, doc) = writes.next().expect("peeked");
+                seq = seq.max(write_seq);
+                docs.extend(doc.map(|doc| (written, doc)));
+            }
+            if writes.peek().is_some_and(|(written, ..)| *written == id) {
+                let (_, write_seq, doc) = writes.next().expect("peeked");
+                seq = seq.max(write_seq);
+                docs.extend(doc.map(|doc| (id, doc)));
+            } else {
+                docs.push((id, doc));
+            }
+        }
+        for (id, write_seq, doc) in writes {
+            seq = seq.max(write_seq);
+            docs.extend(doc.map(|doc| (id, doc)));
+        }
+        let count = docs.len();
+        let next_id = next_id.max(self.next_id());
+        (Self::based(docs, seq, next_id), count)
+    }
+
+    /// Sequence number of the newest write (or removal) of `id` still recorded (for a document of the base: the
+    /// base's). A removal is forgotten only once every live snapshot is at or after it, so a writer that began
+    /// before it still conflicts.
     #[must_use]
     pub fn latest_seq(&self, id: u64) -> Option<u64> {
-        self.docs.latest(&id).map(|(seq, _)| seq)
+        match self.docs.latest(&id) {
+            Some((seq, _)) => Some(seq),
+            None => self.base.position(id).map(|_| self.base.seq),
+        }
     }
 
     /// The newest committed bytes of `id` (possibly not yet published).
     #[must_use]
     pub fn latest(&self, id: u64) -> Option<DocBytes> {
-        self.docs.latest(&id).and_then(|(_, doc)| doc)
+        match self.docs.latest(&id) {
+            Some((_, doc)) => doc,
+            None => self.base.get(id).cloned(),
+        }
     }
 
     /// Every document's newest bytes, in id order.
     pub fn latest_docs(&self) -> impl Iterator<Item = (u64, DocBytes)> + '_ {
-        self.docs.keys().filter_map(|e| {
-            let id = *e.value();
-            self.latest(id).map(|doc| (id, doc))
+        let base = self.base.ids().map(|(id, position)| (id, Some(position)));
+        let delta = self.docs.keys().map(|entry| (*entry.value(), None));
+        Union::new(base, delta, |a, b| a.0.cmp(&b.0)).filter_map(|(id, position)| match position {
+            Some(position) => Some((id, self.base.at(position).1.clone())),
+            None => self.latest(id).map(|doc| (id, doc)),
         })
     }
 
@@ -542,8 +642,7 @@ impl Store {
                 }
             }
             for (key, (id, doc)) in &taken {
-                let Some((_, Some(IndexEntry { id: holder, .. }))) = index.entries.latest(&key[..])
-                else {
+                let Some(holder) = index.latest_holder(key, &self.base) else {
                     continue;
                 };
                 if holder == *id {
@@ -604,7 +703,11 @@ impl Store {
         let mut delta = 0isize;
         for (write, old) in writes.iter().zip(&olds) {
             delta += isize::from(write.doc.is_some()) - isize::from(old.is_some());
-            let written = self.docs.write(write.id, seq, write.doc.cloned(), true);
+            let written = self
+                .docs
+                .write(write.id, seq, write.doc.cloned(), true, || {
+                    self.base.position(write.id).is_some()
+                });
             if written == Written::Superseded {
                 self.push_garbage(Garbage::Doc { seq, id: write.id });
             }
@@ -620,7 +723,9 @@ impl Store {
     fn write_entry(&self, index: usize, key: &[u8], id: u64, entry: Option<IndexEntry>, seq: u64) {
         let store = &self.indexes[index];
         let key = store.entry_key(key, id);
-        let written = store.entries.write(key.clone(), seq, entry, true);
+        let written = store
+            .entries
+            .write(key.clone(), seq, entry, true, || store.base.contains(&key));
         debug_assert_ne!(
             written,
             Written::Absent,
@@ -667,105 +772,47 @@ impl Store {
         self.garbage.lock().len()
     }
 
-    /// An empty store with no index, its documents' map sized for `docs` documents (for a replay).
-    #[must_use]
-    pub fn untyped_with_capacity(docs: usize) -> Self {
-        Self::with_docs(&[], Arc::new(VersionedMap::with_capacity(docs)), 0)
-    }
-
-    /// Applies replayed writes `(id, seq, document or removal)` (ascending ids, one per id; the store has no index
-    /// and no reader) and raises the next id to at least `next_id`. Returns the change in the number of documents.
-    pub fn apply_replayed(&self, writes: Vec<(u64, u64, Option<DocBytes>)>, next_id: u64) -> isize {
-        debug_assert!(self.indexes.is_empty(), "replay writes untyped stores");
-        debug_assert!(writes.windows(2).all(|w| w[0].0 < w[1].0), "ascending ids");
-        // An empty store has nothing to look up first.
-        let empty = self.docs.key_count() == 0;
-        let mut delta = 0isize;
-        for (id, seq, doc) in writes {
-            let before = !empty && self.latest(id).is_some();
-            delta += isize::from(doc.is_some()) - isize::from(before);
-            self.docs.write(id, seq, doc, false);
-            self.changed_seq.fetch_max(seq, Ordering::Relaxed);
-        }
-        self.next_id.fetch_max(next_id, Ordering::Relaxed);
-        delta
-    }
-
-    /// A store holding `docs` (ascending ids; from a checkpoint) as of commit `seq`, with no index (a collection
-    /// gets its indexes when it is bound to its type). Returns it with its number of documents.
-    pub fn loaded(
-        docs: impl ExactSizeIterator<Item = (u64, DocBytes)>,
-        seq: u64,
-        next_id: u64,
-    ) -> (Self, usize) {
-        let store = Self::with_docs(&[], Arc::new(VersionedMap::with_capacity(docs.len())), 0);
-        let mut count = 0;
-        for (id, doc) in docs {
-            store.docs.write(id, seq, Some(doc), false);
-            count += 1;
-        }
-        store.next_id.store(next_id, Ordering::Relaxed);
-        store.changed_seq.store(seq, Ordering::Relaxed);
-        (store, count)
-    }
-
-    /// A store with the indexes of `defs` over the same documents as this one (used when a recovered collection gets
-    /// its type): the document versions are shared, not copied, and the indexes are built from each document's
-    /// newest version. Returns it with its number of documents. From then on only the new store is written; this
-    /// one serves the snapshots taken before.
+    /// A store with the indexes of `defs` over this store's newest documents (used when a recovered collection
+    /// gets its type): the base is shared when this store has no delta (otherwise its newest documents become the
+    /// new base), and each index is built in bulk over it (keys extracted, then sorted). Returns it with its number
+    /// of documents. From then on only the new store is written; this one serves the snapshots taken before.
     ///
     /// # Errors
     /// [`ApplyError::Unique`] if the documents violate a unique index of `defs` (nothing changes then).
     pub fn rebuilt(&self, defs: &[IndexDef]) -> Result<(Self, usize), ApplyError> {
-        let built = Self::with_docs(defs, Arc::clone(&self.docs), self.docs.key_count());
-        // Every index's entries are collected, sorted and then inserted in key order (a skip list takes ascending
-        // keys far faster than random ones: 0.14 against 1.9 µs per key at 1 M keys); a unique index's duplicates
-        // are then neighbours.
-        let mut entries: Vec<Vec<(EntryKey, u64, IndexEntry)>> = vec![Vec::new(); defs.len()];
-        let mut count = 0;
-        // In id order: documents were mostly allocated in that order, so their bytes are read sequentially.
-        for key in self.docs.keys() {
-            let id = *key.value();
-            let Some((seq, Some(doc))) = self.docs.latest(&id) else {
-                continue;
-            };
-            for ((def, store), entries) in defs.iter().zip(&built.indexes).zip(&mut entries) {
-                if let Some(key) = (def.extract)(&doc) {
-                    let entry = IndexEntry {
-                        id,
-                        doc: def.unique.then(|| doc.clone()),
-                    };
-                    entries.push((store.entry_key(&key, id), seq, entry));
+        let base = if self.docs.key_count() == 0 {
+            Arc::clone(&self.base)
+        } else {
+            // Folded at the newest write: a transaction that began before it and writes one of these documents
+            // conflicts (conservatively).
+            Arc::new(BaseDocs::new(
+                self.changed_seq(),
+                self.latest_docs().collect(),
+            ))
+        };
+        let mut indexes = Vec::with_capacity(defs.len());
+        for def in defs {
+            let mut entries: Vec<(EntryKey, usize)> = Vec::new();
+            // In id order: documents were mostly allocated (or written to a snapshot) in that order.
+            for (id, position) in base.ids() {
+                if let Some(key) = (def.extract)(base.at(position).1) {
+                    entries.push((entry_key(def.unique, &key, id), position));
                 }
             }
-            count += 1;
-        }
-        for ((def, store), mut entries) in defs.iter().zip(&built.indexes).zip(entries) {
             entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
                 debug_assert!(def.unique, "non-unique entry keys end with the id");
-                let doc = self
-                    .latest(pair[1].2.id)
-                    .expect("an indexed document exists");
-                return Err(unique_error(def, &doc, pair[0].2.id));
+                let (_, doc) = base.at(pair[1].1);
+                return Err(unique_error(def, doc, base.at(pair[0].1).0));
             }
-            for (key, seq, entry) in entries {
-                store.entries.write(key, seq, Some(entry), false);
-            }
+            indexes.push((def.unique, BaseIndex::new(entries)));
         }
+        let count = base.len();
+        let built = Self::over(base, indexes);
         built.next_id.store(self.next_id(), Ordering::Relaxed);
         built
             .changed_seq
             .store(self.changed_seq(), Ordering::Relaxed);
-        // The shared documents' pending prunes (and removals to forget) move along: only the new store collects.
-        let mut garbage = self.garbage.lock();
-        let (documents, entries): (VecDeque<Garbage>, VecDeque<Garbage>) = garbage
-            .drain(..)
-            .partition(|g| matches!(g, Garbage::Doc { .. }));
-        *garbage = entries;
-        self.note_oldest(&garbage);
-        built.note_oldest(&documents);
-        *built.garbage.lock() = documents;
         Ok((built, count))
     }
 }
@@ -809,14 +856,24 @@ impl<'s> View<'s> {
     /// The document with this id.
     #[must_use]
     pub fn get(&self, id: u64) -> Option<&'s [u8]> {
-        // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and `DocBytes::as_bytes` points into memory the
-        // value owns through an `Arc` (its own allocation, or the shared buffer of a mapped snapshot).
-        unsafe {
-            self.store
-                .docs
-                .read(&id, self.seq, |doc: &DocBytes| Some(((), doc.as_bytes())))
+        let store = self.store;
+        // No delta: the base decides (a key the delta holds for this snapshot was inserted before the snapshot was
+        // published, so the count includes it).
+        if store.docs.key_count() != 0 {
+            // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and `DocBytes::as_bytes` points into memory
+            // the value owns through an `Arc` (its own allocation, or the shared buffer of a mapped snapshot).
+            let seen = unsafe {
+                store
+                    .docs
+                    .read(&id, self.seq, |doc: &DocBytes| Some(((), doc.as_bytes())))
+            };
+            match seen {
+                Seen::Value(((), doc)) => return Some(doc),
+                Seen::Removed => return None,
+                Seen::Unwritten => {}
+            }
         }
-        .map(|((), doc)| doc)
+        store.base.get(id).map(DocBytes::as_bytes)
     }
 
     /// Number of documents.
@@ -833,9 +890,14 @@ impl<'s> View<'s> {
 
     /// Documents in id order.
     pub fn iter(self) -> impl DoubleEndedIterator<Item = (u64, &'s [u8])> + 's {
-        self.store.docs.keys().filter_map(move |e| {
-            let id = *e.value();
-            self.get(id).map(|doc| (id, doc))
+        let store = self.store;
+        let base = store.base.ids().map(|(id, position)| (id, Some(position)));
+        let delta = store.docs.keys().map(|entry| (*entry.value(), None));
+        Union::new(base, delta, |a, b| a.0.cmp(&b.0)).filter_map(move |(id, position)| {
+            match position {
+                Some(position) => Some((id, store.base.at(position).1.as_bytes())),
+                None => self.get(id).map(|doc| (id, doc)),
+            }
         })
     }
 
@@ -871,11 +933,30 @@ impl<'s> View<'s> {
                 Bound::Excluded(k) => Bound::Excluded(EntryKey::from_vec(k)),
                 Bound::Unbounded => Bound::Unbounded,
             };
-            (store, store.entries.key_range((lower, upper)))
+            let base = store
+                .base
+                .range(as_slice(&lower), as_slice(&upper))
+                .map(|(key, position)| (EntryAt::Base(key), Some(position)));
+            let delta = store
+                .entries
+                .key_range((lower, upper))
+                .map(|entry| (EntryAt::Delta(entry), None));
+            (
+                store,
+                Union::new(base, delta, |a, b| a.0.key().cmp(b.0.key())),
+            )
         });
-        entries.into_iter().flat_map(move |(store, keys)| {
-            keys.filter_map(move |entry| {
-                let id = store.entries.read_with(&entry.value()[..], seq, |e| e.id)?;
+        let docs = &self.store.base;
+        entries.into_iter().flat_map(move |(store, merged)| {
+            merged.filter_map(move |(entry, position)| {
+                let id = match position {
+                    Some(position) => docs.at(position).0,
+                    None => match store.entries.read_with(entry.key(), seq, |e| e.id) {
+                        Seen::Value(id) => id,
+                        Seen::Removed => return None,
+                        Seen::Unwritten => docs.at(store.base.get(entry.key())?).0,
+                    },
+                };
                 Some((
                     EntryKeyRef {
                         entry,
@@ -894,10 +975,19 @@ impl<'s> View<'s> {
         debug_assert!(store.unique);
         // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and `DocBytes::as_bytes` points into memory the
         // value owns through an `Arc` (its own allocation, or the shared buffer of a mapped snapshot).
-        unsafe {
+        let seen = unsafe {
             store.entries.read(key, self.seq, |e: &IndexEntry| {
                 e.doc.as_ref().map(|doc| (e.id, doc.as_bytes()))
             })
+        };
+        match seen {
+            Seen::Value(found) => Some(found),
+            Seen::Removed => None,
+            Seen::Unwritten => {
+                let docs: &'s BaseDocs = &self.store.base;
+                let (id, doc) = docs.at(store.base.get(key)?);
+                Some((id, doc.as_bytes()))
+            }
         }
     }
 
@@ -915,32 +1005,26 @@ impl<'s> View<'s> {
                 self.count
             ));
         }
-        for (def, store) in defs.iter().zip(&self.store.indexes) {
+        for (position, (def, store)) in defs.iter().zip(&self.store.indexes).enumerate() {
             let mut expected: Vec<(Vec<u8>, u64)> = docs
                 .iter()
                 .filter_map(|(id, doc)| (def.extract)(doc).map(|k| (k, *id)))
                 .collect();
             expected.sort();
             let mut found: Vec<(Vec<u8>, u64)> = Vec::with_capacity(expected.len());
-            for entry in store.entries.keys() {
-                let key = entry.value();
-                let Some((id, doc)) = store.entries.read_with(&key[..], self.seq, |e| {
-                    (e.id, e.doc.as_ref().map(|d| d.as_ptr()))
-                }) else {
-                    continue;
-                };
-                if store.unique && doc != self.get(id).map(<[u8]>::as_ptr) {
+            for (key, id) in self.index_entries(position, Bound::Unbounded, Bound::Unbounded) {
+                if store.unique
+                    && self
+                        .unique_get(position, key.key())
+                        .map(|(_, d)| d.as_ptr())
+                        != self.get(id).map(<[u8]>::as_ptr)
+                {
                     return Err(format!(
                         "unique index {}: the entry of document {id} holds another version of it",
                         def.name
                     ));
                 }
-                let key = if store.unique {
-                    key.to_vec()
-                } else {
-                    key[..key.len().saturating_sub(8)].to_vec()
-                };
-                found.push((key, id));
+                found.push((key.key().to_vec(), id));
             }
             if expected != found {
                 return Err(format!(
@@ -952,5 +1036,14 @@ impl<'s> View<'s> {
             }
         }
         Ok(())
+    }
+}
+
+/// A bound of entry keys as a bound of byte slices.
+fn as_slice(bound: &Bound<EntryKey>) -> Bound<&[u8]> {
+    match bound {
+        Bound::Included(key) => Bound::Included(key),
+        Bound::Excluded(key) => Bound::Excluded(key),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }

@@ -16,6 +16,11 @@
 //! [`VersionedMap::read`] return a reference into a value that outlives the lookup: some linked version holds the
 //! value for as long as the snapshot lives. Walking older versions is memory-safe regardless (links are
 //! `ArcSwap`s).
+//!
+//! Over a base. A map can sit over an immutable base (`base.rs`) that every snapshot reading the map sees: a key
+//! with no version at or below a snapshot's sequence number is *unwritten* for it ([`Seen::Unwritten`]), and the
+//! base decides. A key's head records whether the base holds the key; a removal of such a key stays as a version
+//! without a value (a tombstone hiding the base's entry) instead of being forgotten.
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -32,21 +37,42 @@ pub(crate) struct Version<P> {
     seq: u64,
     value: Option<P>,
     older: ArcSwapOption<Version<P>>,
+    /// Whether the base under the map holds this key (meaningful in a head only): a removal is then kept.
+    in_base: bool,
+}
+
+/// What a snapshot sees of a key in the map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Seen<R> {
+    /// A value, written at or below the snapshot.
+    Value(R),
+    /// A removal at or below the snapshot.
+    Removed,
+    /// No version at or below the snapshot (or no key): the base, if any, decides.
+    Unwritten,
+}
+
+impl<R> Seen<R> {
+    fn from_value(value: Option<R>) -> Self {
+        value.map_or(Self::Removed, Self::Value)
+    }
 }
 
 impl<P: Clone> Version<P> {
-    /// The value a snapshot at `seq` sees, from this version back: `None` if the key did not exist then or was
-    /// removed. Calls `f` on it while this version is borrowed.
-    fn visible<R>(&self, seq: u64, f: impl FnOnce(&P) -> R) -> Option<R> {
+    /// What a snapshot at `seq` sees, from this version back. Calls `f` on the value while this version is
+    /// borrowed.
+    fn visible<R>(&self, seq: u64, f: impl FnOnce(&P) -> R) -> Seen<R> {
         if self.seq <= seq {
-            return self.value.as_ref().map(f);
+            return Seen::from_value(self.value.as_ref().map(f));
         }
         // An older snapshot than the newest commit of this key: walk back (rare; each step holds its version).
         let mut current = self.older.load_full();
         loop {
             match current {
-                None => return None,
-                Some(version) if version.seq <= seq => return version.value.as_ref().map(f),
+                None => return Seen::Unwritten,
+                Some(version) if version.seq <= seq => {
+                    return Seen::from_value(version.value.as_ref().map(f));
+                }
                 Some(version) => current = version.older.load_full(),
             }
         }
@@ -64,7 +90,7 @@ pub(crate) enum Written {
     Replaced,
     /// A removal with no history kept: the key is gone.
     Forgotten,
-    /// A removal of a key that does not exist: nothing changed.
+    /// A removal of a key that neither the map nor the base holds: nothing changed.
     Absent,
 }
 
@@ -100,7 +126,8 @@ where
         self.order.len()
     }
 
-    /// The newest version of `key`: its sequence number and value (committed, possibly not yet published).
+    /// The newest version of `key` in the map (`None`: the base decides): its sequence number and value
+    /// (committed, possibly not yet published).
     pub(crate) fn latest<Q>(&self, key: &Q) -> Option<(u64, Option<P>)>
     where
         K: Borrow<Q>,
@@ -111,13 +138,22 @@ where
     }
 
     /// Writes `value` for `key` as of `seq` (the committer only; `seq` is at least the key's newest). With
-    /// `keep_older`, the previous version stays for snapshots that still read it; without (replay and rebuilds,
-    /// where no snapshot reads the map), it goes at once. A second write at the same `seq` replaces the first (no
-    /// snapshot sees an unpublished `seq`).
-    pub(crate) fn write(&self, key: K, seq: u64, value: Option<P>, keep_older: bool) -> Written {
+    /// `keep_older`, the previous version stays for snapshots that still read it; without (where no snapshot reads
+    /// the map), it goes at once. A second write at the same `seq` replaces the first (no snapshot sees an
+    /// unpublished `seq`). `in_base` tells whether the base holds `key`; it is asked only for a key new to the map
+    /// (older snapshots then read the base: nothing older needs keeping).
+    pub(crate) fn write(
+        &self,
+        key: K,
+        seq: u64,
+        value: Option<P>,
+        keep_older: bool,
+        in_base: impl FnOnce() -> bool,
+    ) -> Written {
         let heads = self.heads.pin();
         let Some(head) = heads.get(&key) else {
-            if value.is_none() {
+            let in_base = in_base();
+            if value.is_none() && !in_base {
                 return Written::Absent;
             }
             heads.insert(
@@ -126,11 +162,13 @@ where
                     seq,
                     value,
                     older: ArcSwapOption::empty(),
+                    in_base,
                 },
             );
             self.order.insert(key);
             return Written::Added;
         };
+        let in_base = head.in_base;
         debug_assert!(seq >= head.seq, "versions are written in commit order");
         let older = if head.seq == seq {
             head.older.load_full()
@@ -139,11 +177,12 @@ where
                 seq: head.seq,
                 value: head.value.clone(),
                 older: ArcSwapOption::new(head.older.load_full()),
+                in_base,
             }))
         } else {
             None
         };
-        if value.is_none() && older.is_none() {
+        if value.is_none() && older.is_none() && !in_base {
             heads.remove(&key);
             self.order.remove(&key);
             return Written::Forgotten;
@@ -159,6 +198,7 @@ where
                 seq,
                 value,
                 older: ArcSwapOption::new(older),
+                in_base,
             },
         );
         written
@@ -170,7 +210,7 @@ where
         let heads = self.heads.pin();
         let Some(head) = heads.get(key) else { return };
         if head.seq <= horizon {
-            if head.value.is_none() {
+            if head.value.is_none() && !head.in_base {
                 heads.remove(key);
                 self.order.remove(key);
             } else {
@@ -188,19 +228,20 @@ where
         }
     }
 
-    /// `f` of the value of `key` a snapshot at `seq` sees.
-    pub(crate) fn read_with<Q, R>(&self, key: &Q, seq: u64, f: impl FnOnce(&P) -> R) -> Option<R>
+    /// What a snapshot at `seq` sees of `key`, through `f` of the value.
+    pub(crate) fn read_with<Q, R>(&self, key: &Q, seq: u64, f: impl FnOnce(&P) -> R) -> Seen<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let heads = self.heads.pin();
-        heads.get(key)?.visible(seq, f)
+        heads
+            .get(key)
+            .map_or(Seen::Unwritten, |head| head.visible(seq, f))
     }
 
     /// What a snapshot at `seq` sees of `key`: `project` of its value, some data and a reference into what the value
-    /// owns (the target of an `Arc`), which outlives the lookup (`None` if the key is absent then, or `project`
-    /// says so).
+    /// owns (the target of an `Arc`), which outlives the lookup (`Removed` also if `project` says `None`).
     ///
     /// # Safety
     /// A snapshot at `seq` must be registered with the database for all of `'s`, so that no prune during `'s` gets a
@@ -212,20 +253,30 @@ where
         key: &Q,
         seq: u64,
         project: impl FnOnce(&P) -> Option<(T, &R)>,
-    ) -> Option<(T, &'s R)>
+    ) -> Seen<(T, &'s R)>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let heads = self.heads.pin();
-        let (data, found): (T, *const R) = heads.get(key)?.visible(seq, |p| {
+        let Some(head) = heads.get(key) else {
+            return Seen::Unwritten;
+        };
+        let seen = head.visible(seq, |p| {
             project(p).map(|(data, r)| (data, std::ptr::from_ref(r)))
-        })??;
-        // SAFETY: `found` points into memory owned through the value the snapshot at `seq` sees. That version is
-        // never cut off while the snapshot lives (module invariant, by the caller's contract), and when a write
-        // replaces the hash map entry holding it, the new entry links to a copy holding the same owner, so the
-        // memory stays allocated and unchanged (values are immutable) for all of `'s`.
-        Some((data, unsafe { &*found }))
+        });
+        match seen {
+            Seen::Value(Some((data, found))) => {
+                // SAFETY: `found` points into memory owned through the value the snapshot at `seq` sees. That
+                // version is never cut off while the snapshot lives (module invariant, by the caller's contract),
+                // and when a write replaces the hash map entry holding it, the new entry links to a copy holding
+                // the same owner, so the memory stays allocated and unchanged (values are immutable) for all of
+                // `'s`.
+                Seen::Value((data, unsafe { &*found }))
+            }
+            Seen::Value(None) | Seen::Removed => Seen::Removed,
+            Seen::Unwritten => Seen::Unwritten,
+        }
     }
 
     /// Every key, in order (including removed ones not yet forgotten).
@@ -252,15 +303,24 @@ mod tests {
 
     fn read(m: &VersionedMap<u64, Arc<str>>, key: u64, seq: u64) -> Option<String> {
         // SAFETY: the reference is copied out at once, and nothing prunes meanwhile.
-        unsafe { m.read(&key, seq, |s: &Arc<str>| Some(((), &**s))) }.map(|((), s)| s.to_owned())
+        match unsafe { m.read(&key, seq, |s: &Arc<str>| Some(((), &**s))) } {
+            Seen::Value(((), s)) => Some(s.to_owned()),
+            Seen::Removed | Seen::Unwritten => None,
+        }
     }
 
     #[test]
     fn snapshots_see_the_newest_version_at_or_below_them() {
         let m = map();
-        assert_eq!(m.write(1, 2, Some("a".into()), true), Written::Added);
-        assert_eq!(m.write(1, 5, Some("b".into()), true), Written::Superseded);
-        assert_eq!(m.write(1, 7, None, true), Written::Superseded);
+        assert_eq!(
+            m.write(1, 2, Some("a".into()), true, || false),
+            Written::Added
+        );
+        assert_eq!(
+            m.write(1, 5, Some("b".into()), true, || false),
+            Written::Superseded
+        );
+        assert_eq!(m.write(1, 7, None, true, || false), Written::Superseded);
         assert_eq!(read(&m, 1, 1), None);
         assert_eq!(read(&m, 1, 2).as_deref(), Some("a"));
         assert_eq!(read(&m, 1, 4).as_deref(), Some("a"));
@@ -276,9 +336,9 @@ mod tests {
     #[test]
     fn prune_keeps_what_the_horizon_sees() {
         let m = map();
-        m.write(1, 2, Some("x".into()), true);
-        m.write(1, 5, Some("y".into()), true);
-        m.write(1, 7, Some("z".into()), true);
+        m.write(1, 2, Some("x".into()), true, || false);
+        m.write(1, 5, Some("y".into()), true, || false);
+        m.write(1, 7, Some("z".into()), true, || false);
         m.prune(&1, 5);
         assert_eq!(read(&m, 1, 5).as_deref(), Some("y"));
         assert_eq!(read(&m, 1, 6).as_deref(), Some("y"));
@@ -288,7 +348,7 @@ mod tests {
             None,
             "below the horizon the history is gone"
         );
-        m.write(1, 9, None, true);
+        m.write(1, 9, None, true, || false);
         m.prune(&1, 8);
         assert_eq!(m.key_count(), 1, "a snapshot at 8 still sees z");
         assert_eq!(read(&m, 1, 8).as_deref(), Some("z"));
@@ -300,31 +360,63 @@ mod tests {
     #[test]
     fn a_second_write_at_one_seq_replaces_the_first() {
         let m = map();
-        m.write(1, 2, Some("a".into()), true);
-        m.write(1, 4, None, true);
-        m.write(1, 4, Some("b".into()), true);
+        m.write(1, 2, Some("a".into()), true, || false);
+        m.write(1, 4, None, true, || false);
+        m.write(1, 4, Some("b".into()), true, || false);
         assert_eq!(read(&m, 1, 4).as_deref(), Some("b"));
         assert_eq!(read(&m, 1, 3).as_deref(), Some("a"));
-        assert_eq!(m.write(1, 6, Some("c".into()), false), Written::Replaced);
+        assert_eq!(
+            m.write(1, 6, Some("c".into()), false, || false),
+            Written::Replaced
+        );
         assert_eq!(read(&m, 1, 5), None);
-        assert_eq!(m.write(1, 8, None, false), Written::Forgotten);
+        assert_eq!(m.write(1, 8, None, false, || false), Written::Forgotten);
         assert_eq!(m.key_count(), 0);
-        assert_eq!(m.write(1, 9, None, true), Written::Absent);
+        assert_eq!(m.write(1, 9, None, true, || false), Written::Absent);
     }
 
     #[test]
     fn a_reference_outlives_the_replacement_of_its_entry() {
         let m = map();
-        m.write(1, 1, Some("first".into()), true);
+        m.write(1, 1, Some("first".into()), true, || false);
         let held = {
             // SAFETY: a snapshot at 1 is "live" for the rest of this test: nothing prunes below 2... at all.
-            unsafe { m.read(&1, 1, |s: &Arc<str>| Some(((), &**s))) }
-                .unwrap()
-                .1
+            let Seen::Value(((), held)) =
+                (unsafe { m.read(&1, 1, |s: &Arc<str>| Some(((), &**s))) })
+            else {
+                panic!("written at 1")
+            };
+            held
         };
         for seq in 2..100 {
-            m.write(1, seq, Some(format!("v{seq}").into()), true);
+            m.write(1, seq, Some(format!("v{seq}").into()), true, || false);
         }
         assert_eq!(held, "first");
+    }
+
+    #[test]
+    fn removals_of_base_keys_stay_as_tombstones() {
+        let m = map();
+        let seen = |seq| m.read_with(&1, seq, |s| s.to_string());
+        assert_eq!(seen(5), Seen::Unwritten, "no version: the base decides");
+        assert_eq!(m.write(1, 3, None, false, || true), Written::Added);
+        assert_eq!(seen(2), Seen::Unwritten, "older snapshots read the base");
+        assert_eq!(seen(3), Seen::Removed);
+        m.prune(&1, 10);
+        assert_eq!(m.key_count(), 1, "the tombstone hides the base's key");
+        assert_eq!(
+            m.write(1, 4, Some("x".into()), true, || unreachable!()),
+            Written::Superseded
+        );
+        assert_eq!(seen(3), Seen::Removed);
+        assert_eq!(seen(5), Seen::Value("x".into()));
+        assert_eq!(
+            m.write(1, 6, None, false, || unreachable!()),
+            Written::Replaced,
+            "without history, a removal of a base key still stays"
+        );
+        assert_eq!(seen(7), Seen::Removed);
+        assert_eq!(m.key_count(), 1);
+        assert_eq!(m.write(2, 6, None, false, || false), Written::Absent);
     }
 }
