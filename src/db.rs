@@ -652,14 +652,9 @@ impl Database {
         }
         let empty = Store::new(&[]);
         let stored = commit.latest.store(slot).unwrap_or(&empty);
-        for (id, doc) in stored.latest_docs() {
-            collection::validate::<T>(&doc).map_err(|e| Error::WrongType {
-                collection: name.into(),
-                found: format!("document {id} that does not validate ({e})"),
-                requested: requested.into(),
-            })?;
-        }
-        let (indexed, count) = stored.rebuilt(&defs).map_err(|e| apply_error(name, e))?;
+        let (indexed, count) = stored
+            .rebuilt(&defs, &collection::validate::<T>)
+            .map_err(|e| apply_error(name, Some(requested), e))?;
         let next_id = stored.next_id();
         // Declared only once the documents validated and the indexes built, so a refused binding logs nothing.
         if catalog.slots[slot as usize].declared_type.is_none() {
@@ -932,8 +927,14 @@ impl Database {
     }
 }
 
-fn apply_error(collection: &str, error: ApplyError) -> Error {
+/// The error of a write (or, with the type `requested`, of a binding) a store refused.
+fn apply_error(collection: &str, requested: Option<&str>, error: ApplyError) -> Error {
     match error {
+        ApplyError::Invalid { id, reason } => Error::WrongType {
+            collection: collection.into(),
+            found: format!("document {id} that does not validate ({reason})"),
+            requested: requested.unwrap_or("its bound type").into(),
+        },
         ApplyError::Unique { index, key, holder } => Error::UniqueViolation {
             collection: collection.into(),
             index: index.to_string(),
@@ -1264,11 +1265,11 @@ pub(crate) fn check_writes(latest: &DbVersion, snapshot: &DbVersion, ops: &[Op])
         if let Some(store) = latest.store(slot) {
             store
                 .check_unique(&op.defs, &writes)
-                .map_err(|e| apply_error(&op.name, e))?;
+                .map_err(|e| apply_error(&op.name, None, e))?;
         } else {
             Store::new(&op.defs)
                 .check_unique(&op.defs, &writes)
-                .map_err(|e| apply_error(&op.name, e))?;
+                .map_err(|e| apply_error(&op.name, None, e))?;
         }
     }
     Ok(())
@@ -1380,10 +1381,10 @@ struct Replayed {
     /// Sequence number of the last commit.
     seq: u64,
     collections: Vec<CollectionState>,
-    /// Per collection slot, the last write of each document replayed so far: `(seq, document or removal)`. Applied
-    /// to the collections' stores in one pass, in id order, when the log is read ([`Replayed::apply_overlay`]):
-    /// a document written many times in the log is inserted once.
-    overlay: Vec<HashMap<u64, (u64, Option<collection::DocBytes>)>>,
+    /// Per collection slot, every write replayed, in log order: `(id, seq, the record and the offset of the
+    /// document in its payload, or a removal)`. Only each document's last write is kept, and copied out of the log,
+    /// when the log is read ([`Replayed::apply_overlay`]).
+    overlay: Vec<Vec<(u64, u64, Option<(crate::wal::Record, usize)>)>>,
     /// Per collection slot, one past the largest id the replayed writes used.
     next_ids: Vec<u64>,
     /// Prepared transactions with no decision in the log.
@@ -1482,8 +1483,7 @@ fn replay(wal: &Wal, catalog: &mut Catalog, replayed: &mut Replayed, cut_lsn: u6
         group.clear();
     }
     replayed.in_doubt = prepared;
-    replayed.apply_overlay();
-    Ok(())
+    replayed.apply_overlay()
 }
 
 /// Redoes the DATA records of one committed transaction (collections are untyped then: no index).
@@ -1512,13 +1512,15 @@ fn redo(
                 catalog.slots[slot].declared_type = Some(label.to_owned());
             }
             _ => {
-                let doc = (op.op == OP_PUT).then(|| collection::DocBytes::copy_from(op.body));
+                let doc = (op.op == OP_PUT).then(|| {
+                    let offset = op.body.as_ptr().addr() - record.payload().as_ptr().addr();
+                    (record.clone(), offset)
+                });
                 if replayed.overlay.len() <= slot {
-                    replayed.overlay.resize_with(slot + 1, HashMap::new);
+                    replayed.overlay.resize_with(slot + 1, Vec::new);
                     replayed.next_ids.resize(slot + 1, 0);
                 }
-                // The last write of a document counts (also within one transaction, if a log repeats one).
-                replayed.overlay[slot].insert(op.id, (seq, doc));
+                replayed.overlay[slot].push((op.id, seq, doc));
                 replayed.next_ids[slot] = replayed.next_ids[slot].max(op.id.saturating_add(1));
             }
         }
@@ -1528,10 +1530,35 @@ fn redo(
 }
 
 impl Replayed {
-    /// Folds the replayed writes into the collections' bases (no snapshot reads them yet).
-    fn apply_overlay(&mut self) {
+    /// Folds the replayed writes into the collections' bases (no snapshot reads them yet): each document's last
+    /// write counts (also within one transaction, if a log repeats one), and only those are copied out of the log,
+    /// into an arena.
+    fn apply_overlay(&mut self) -> Result<()> {
         let overlay = std::mem::take(&mut self.overlay);
-        for (slot, writes) in overlay.into_iter().enumerate() {
+        let mut arena = collection::arena::DocArena::default();
+        let mut kept = Vec::with_capacity(overlay.len());
+        for mut writes in overlay {
+            // Stable: a document's writes stay in log order, so the last of each run of one id is its last write.
+            writes.sort_by_key(|(id, ..)| *id);
+            let mut last: Vec<(u64, u64, Option<collection::arena::ArenaDoc>)> = Vec::new();
+            for (i, (id, seq, doc)) in writes.iter().enumerate() {
+                if writes.get(i + 1).is_some_and(|next| next.0 == *id) {
+                    continue;
+                }
+                let doc = match doc {
+                    Some((record, offset)) => {
+                        Some(arena.push(&record.payload()[*offset..]).map_err(|e| {
+                            Error::io("allocate memory for replayed documents", "", e)
+                        })?)
+                    }
+                    None => None,
+                };
+                last.push((*id, *seq, doc));
+            }
+            kept.push(last);
+        }
+        let arena = arena.freeze();
+        for (slot, writes) in kept.into_iter().enumerate() {
             if writes.is_empty() {
                 continue;
             }
@@ -1539,11 +1566,10 @@ impl Replayed {
                 self.collections
                     .resize_with(slot + 1, CollectionState::empty);
             }
-            let mut writes: Vec<(u64, u64, Option<collection::DocBytes>)> = writes
+            let writes: Vec<(u64, u64, Option<collection::DocBytes>)> = writes
                 .into_iter()
-                .map(|(id, (seq, doc))| (id, seq, doc))
+                .map(|(id, seq, doc)| (id, seq, doc.map(|d| arena.doc(d))))
                 .collect();
-            writes.sort_unstable_by_key(|(id, ..)| *id);
             let state = &mut self.collections[slot];
             let (store, count) = state.store.folded(writes, self.next_ids[slot]);
             *state = CollectionState {
@@ -1551,6 +1577,7 @@ impl Replayed {
                 count,
             };
         }
+        Ok(())
     }
 }
 

@@ -536,6 +536,10 @@ fn a_crash_between_the_steps_of_the_log_truncation_loses_no_commit() {
     );
 }
 
+/// Documents between two that break a unique index (see below): more than the smallest range a rebuild gives a
+/// thread of its own.
+const BETWEEN_TWINS: u64 = 40_000;
+
 #[test]
 fn binding_recovered_documents_that_break_a_new_unique_index_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -549,9 +553,18 @@ fn binding_recovered_documents_that_break_a_new_unique_index_is_refused() {
         // No unique index yet: two documents share a title.
         let notes = db.collection("notes", Spec::<Note>::new()).unwrap();
         let first = db.insert(&notes, &twin(1)).unwrap();
-        for n in 0..50 {
-            db.insert(&notes, &note(&mut SmallRng::seed_from_u64(n), n))
-                .unwrap();
+        // Enough documents between the twins that a rebuild on several threads puts them in different ranges.
+        for batch in 0..BETWEEN_TWINS / 500 {
+            let mut tx = db.begin();
+            for n in batch * 500..(batch + 1) * 500 {
+                let note = Note {
+                    title: format!("n{n}"),
+                    words: 0,
+                    body: vec![],
+                };
+                tx.insert(&notes, &note).unwrap();
+            }
+            tx.commit().unwrap();
         }
         let second = db.insert(&notes, &twin(2)).unwrap();
         (first, second)
@@ -570,7 +583,64 @@ fn binding_recovered_documents_that_break_a_new_unique_index_is_refused() {
         }
         // Refused, nothing bound: the collection still opens without the index.
         let notes = db.collection("notes", Spec::<Note>::new()).unwrap();
-        assert_eq!(db.read().count(&notes), 52);
+        assert_eq!(db.read().count(&notes) as u64, BETWEEN_TWINS + 2);
+        if !checkpointed {
+            db.checkpoint().unwrap();
+        }
+    }
+}
+
+/// Two document types with one name (hence one type label) whose archives differ only in what validates: a
+/// `u8` flag written by `v1` is a `bool` for `v2`.
+mod v1 {
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    pub struct Flagged {
+        pub flag: u8,
+        pub n: u64,
+    }
+}
+
+mod v2 {
+    #[derive(rkyv::Archive, rkyv::Serialize)]
+    pub struct Flagged {
+        pub flag: bool,
+        pub n: u64,
+    }
+}
+
+#[test]
+fn binding_refuses_a_recovered_document_that_does_not_validate_wherever_it_lies() {
+    let dir = tempfile::tempdir().unwrap();
+    const DOCS: u64 = 40_000;
+    let bad = {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        let flags = db.collection("flags", Spec::<v1::Flagged>::new()).unwrap();
+        for batch in 0..DOCS / 1000 {
+            let mut tx = db.begin();
+            for n in batch * 1000..(batch + 1) * 1000 {
+                // One document, in the last range of a rebuild, holds a flag no `bool` can be.
+                let flag = if n == DOCS - 10 { 7 } else { (n % 2) as u8 };
+                tx.insert(&flags, &v1::Flagged { flag, n }).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        db.read()
+            .iter(&flags)
+            .find(|(_, f)| f.flag == 7)
+            .map(|(id, _)| id)
+            .unwrap()
+    };
+    for checkpointed in [false, true] {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        match db.collection("flags", Spec::<v2::Flagged>::new()) {
+            Err(Error::WrongType { found, .. }) => {
+                assert!(found.contains(&format!("document {bad} ")), "{found}");
+            }
+            Err(other) => panic!("checkpointed {checkpointed}: {other}"),
+            Ok(_) => panic!("checkpointed {checkpointed}: bound over an invalid document"),
+        }
+        let flags = db.collection("flags", Spec::<v1::Flagged>::new()).unwrap();
+        assert_eq!(db.read().count(&flags) as u64, DOCS);
         if !checkpointed {
             db.checkpoint().unwrap();
         }

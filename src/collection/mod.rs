@@ -30,6 +30,7 @@
 //! - a version visible to a live snapshot is never pruned (`mvcc.rs`), so references a [`View`] returns live as
 //!   long as the snapshot it was made from.
 
+pub mod arena;
 mod base;
 pub mod key;
 pub(crate) mod merge;
@@ -335,9 +336,16 @@ impl<T: Document> Spec<T> {
     }
 }
 
-/// A write a store could not take.
+/// A write (or a rebuild) a store could not take.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApplyError {
+    /// A document does not validate as the collection's type (when a recovered collection is bound).
+    Invalid {
+        /// The document.
+        id: u64,
+        /// What failed to validate.
+        reason: String,
+    },
     /// A unique index already holds the key for another document.
     Unique {
         /// The index.
@@ -420,6 +428,9 @@ impl EntryKeyRef<'_> {
         }
     }
 }
+
+/// Most threads a rebuild of a store's indexes uses.
+pub const MAX_BUILD_THREADS: usize = 4;
 
 /// An index entry's key: inline up to 32 bytes (so that comparing keys in the hash map and the skip list costs no
 /// pointer chase), on the heap beyond.
@@ -774,12 +785,21 @@ impl Store {
 
     /// A store with the indexes of `defs` over this store's newest documents (used when a recovered collection
     /// gets its type): the base is shared when this store has no delta (otherwise its newest documents become the
-    /// new base), and each index is built in bulk over it (keys extracted, then sorted). Returns it with its number
-    /// of documents. From then on only the new store is written; this one serves the snapshots taken before.
+    /// new base), and each index is built in bulk over it. Every document is first checked with `validate` (which
+    /// must accept it before any extractor reads it). Returns it with its number of documents. From then on only
+    /// the new store is written; this one serves the snapshots taken before.
+    ///
+    /// The documents are split into ranges, one per available core (at most [`MAX_BUILD_THREADS`]): each range is
+    /// validated, its keys extracted and sorted on a thread of its own, then the sorted runs are merged.
     ///
     /// # Errors
-    /// [`ApplyError::Unique`] if the documents violate a unique index of `defs` (nothing changes then).
-    pub fn rebuilt(&self, defs: &[IndexDef]) -> Result<(Self, usize), ApplyError> {
+    /// [`ApplyError::Invalid`] for a document `validate` refuses; [`ApplyError::Unique`] if the documents violate a
+    /// unique index of `defs` (nothing changes then).
+    pub fn rebuilt(
+        &self,
+        defs: &[IndexDef],
+        validate: &(dyn Fn(&[u8]) -> Result<(), String> + Sync),
+    ) -> Result<(Self, usize), ApplyError> {
         let base = if self.docs.key_count() == 0 {
             Arc::clone(&self.base)
         } else {
@@ -790,16 +810,62 @@ impl Store {
                 self.latest_docs().collect(),
             ))
         };
-        let mut indexes = Vec::with_capacity(defs.len());
-        for def in defs {
-            let mut entries: Vec<(EntryKey, usize)> = Vec::new();
-            // In id order: documents were mostly allocated (or written to a snapshot) in that order.
-            for (id, position) in base.ids() {
-                if let Some(key) = (def.extract)(base.at(position).1) {
-                    entries.push((entry_key(def.unique, &key, id), position));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .clamp(1, MAX_BUILD_THREADS);
+        let per_thread = base.len().div_ceil(threads).max(1 << 14);
+        let build_range =
+            |range: std::ops::Range<usize>| -> Result<Vec<Vec<(EntryKey, usize)>>, ApplyError> {
+                let mut entries: Vec<Vec<(EntryKey, usize)>> = defs
+                    .iter()
+                    .map(|_| Vec::with_capacity(range.len()))
+                    .collect();
+                // In id order: documents were mostly allocated (or written to a snapshot) in that order.
+                for position in range {
+                    let (id, doc) = base.at(position);
+                    validate(doc).map_err(|reason| ApplyError::Invalid { id, reason })?;
+                    for (def, entries) in defs.iter().zip(&mut entries) {
+                        if let Some(key) = (def.extract)(doc) {
+                            entries.push((entry_key(def.unique, &key, id), position));
+                        }
+                    }
                 }
+                for entries in &mut entries {
+                    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                }
+                Ok(entries)
+            };
+        let runs: Vec<Vec<Vec<(EntryKey, usize)>>> = if base.len() <= per_thread {
+            vec![build_range(0..base.len())?]
+        } else {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..base.len())
+                    .step_by(per_thread)
+                    .map(|start| {
+                        let range = start..(start + per_thread).min(base.len());
+                        scope.spawn(move || build_range(range))
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect::<Result<_, _>>()
+            })?
+        };
+        let mut indexes = Vec::with_capacity(defs.len());
+        for (i, def) in defs.iter().enumerate() {
+            let mut entries: Vec<(EntryKey, usize)> =
+                Vec::with_capacity(runs.iter().map(|r| r[i].len()).sum());
+            for run in &runs {
+                entries.extend(run[i].iter().cloned());
             }
-            entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            // Stable sort of sorted runs: it finds the runs and merges them.
+            if runs.len() > 1 {
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+            }
             if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
                 debug_assert!(def.unique, "non-unique entry keys end with the id");
                 let (_, doc) = base.at(pair[1].1);
