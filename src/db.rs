@@ -1376,6 +1376,14 @@ fn decode_op(payload: &[u8]) -> Option<DecodedOp<'_>> {
     }
 }
 
+/// A write met in the log: document `id` at commit `seq`, its bytes at `offset` in the payload of `record` (a view
+/// of the mapped segment), or a removal.
+struct ReplayedWrite {
+    id: u64,
+    seq: u64,
+    doc: Option<(crate::wal::Record, usize)>,
+}
+
 /// What replaying the log produced.
 struct Replayed {
     /// Sequence number of the last commit.
@@ -1384,7 +1392,7 @@ struct Replayed {
     /// Per collection slot, every write replayed, in log order: `(id, seq, the record and the offset of the
     /// document in its payload, or a removal)`. Only each document's last write is kept, and copied out of the log,
     /// when the log is read ([`Replayed::apply_overlay`]).
-    overlay: Vec<Vec<(u64, u64, Option<(crate::wal::Record, usize)>)>>,
+    overlay: Vec<Vec<ReplayedWrite>>,
     /// Per collection slot, one past the largest id the replayed writes used.
     next_ids: Vec<u64>,
     /// Prepared transactions with no decision in the log.
@@ -1520,7 +1528,11 @@ fn redo(
                     replayed.overlay.resize_with(slot + 1, Vec::new);
                     replayed.next_ids.resize(slot + 1, 0);
                 }
-                replayed.overlay[slot].push((op.id, seq, doc));
+                replayed.overlay[slot].push(ReplayedWrite {
+                    id: op.id,
+                    seq,
+                    doc,
+                });
                 replayed.next_ids[slot] = replayed.next_ids[slot].max(op.id.saturating_add(1));
             }
         }
@@ -1539,10 +1551,10 @@ impl Replayed {
         let mut kept = Vec::with_capacity(overlay.len());
         for mut writes in overlay {
             // Stable: a document's writes stay in log order, so the last of each run of one id is its last write.
-            writes.sort_by_key(|(id, ..)| *id);
+            writes.sort_by_key(|w| w.id);
             let mut last: Vec<(u64, u64, Option<collection::arena::ArenaDoc>)> = Vec::new();
-            for (i, (id, seq, doc)) in writes.iter().enumerate() {
-                if writes.get(i + 1).is_some_and(|next| next.0 == *id) {
+            for (i, ReplayedWrite { id, seq, doc }) in writes.iter().enumerate() {
+                if writes.get(i + 1).is_some_and(|next| next.id == *id) {
                     continue;
                 }
                 let doc = match doc {
