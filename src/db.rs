@@ -961,10 +961,19 @@ impl Inner {
             let state = inner.commit.lock();
             inner.wal.check_poison()?;
             inner.check_no_in_doubt()?;
-            let names: Vec<(Arc<str>, Option<String>)> = catalog
+            // Each collection's name, declared type, and (if bound) its indexes' names and uniqueness.
+            let names: Vec<CutCollection> = catalog
                 .slots
                 .iter()
-                .map(|s| (Arc::clone(&s.name), s.declared_type.clone()))
+                .map(|s| {
+                    let indexes = s.binding.as_ref().map_or_else(Vec::new, |b| {
+                        b.defs
+                            .iter()
+                            .map(|d| (d.name.to_string(), d.unique))
+                            .collect()
+                    });
+                    (Arc::clone(&s.name), s.declared_type.clone(), indexes)
+                })
                 .collect();
             let mut committed: Vec<u64> = inner.committed_2pc.lock().iter().copied().collect();
             committed.sort_unstable();
@@ -980,7 +989,7 @@ impl Inner {
         let salt = inner.wal.salt();
         let mut bytes_written = 0u64;
         let mut collections = Vec::with_capacity(names.len());
-        for (slot, (name, declared_type)) in names.into_iter().enumerate() {
+        for (slot, (name, declared_type, index_names)) in names.into_iter().enumerate() {
             let slot32 = u32::try_from(slot).expect("fewer than 2^32 collections");
             let unchanged = last.collections.get(slot).filter(|previous| {
                 previous.name == *name
@@ -997,12 +1006,31 @@ impl Inner {
                 }
                 (Some(view), Some(store)) if !view.is_empty() || store.next_id() > 0 => {
                     let file = format!("{SNAPSHOT_FOLDER}/c{slot}-{:016x}.snap", version.seq);
+                    // The cut's store of a bound collection has the binding's indexes (binding and the cut both
+                    // hold the catalog lock); an unbound one has none.
+                    let indexes = if store.index_count() == index_names.len() {
+                        index_names
+                            .into_iter()
+                            .enumerate()
+                            .map(|(position, (name, unique))| checkpoint::IndexSnapshot {
+                                name,
+                                unique,
+                                entries: view
+                                    .index_entries(position, Bound::Unbounded, Bound::Unbounded)
+                                    .map(|(key, id)| (key.key().to_vec(), id))
+                                    .collect(),
+                            })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     let bytes = checkpoint::encode_snapshot(
                         salt,
                         version.seq,
                         &name,
                         store.next_id(),
                         view.iter(),
+                        indexes,
                     );
                     inner.files.write_durably(&file, &bytes)?;
                     bytes_written += bytes.len() as u64;
@@ -1384,6 +1412,10 @@ struct ReplayedWrite {
     doc: Option<(crate::wal::Record, usize)>,
 }
 
+/// A collection at a checkpoint's cut: its name, declared type, and its indexes' names and uniqueness (none if it
+/// is not bound to a type).
+type CutCollection = (Arc<str>, Option<String>, Vec<(String, bool)>);
+
 /// What replaying the log produced.
 struct Replayed {
     /// Sequence number of the last commit.
@@ -1665,7 +1697,28 @@ fn load_checkpoint(
             })
             .collect();
         let count = docs.len();
-        let store = Store::based(docs, contents.seq, contents.next_id);
+        let file_bytes = bytes.bytes();
+        let stored = contents
+            .indexes
+            .iter()
+            .map(|index| collection::StoredEntries {
+                name: &index.name,
+                unique: index.unique,
+                entries: index
+                    .entries
+                    .iter()
+                    .map(|&(offset, len, id)| (&file_bytes[offset..offset + len], id))
+                    .collect(),
+            })
+            .collect();
+        let store =
+            Store::based(docs, contents.seq, contents.next_id, stored).map_err(|reason| {
+                Error::Corruption {
+                    file: file.clone(),
+                    offset: 0,
+                    reason,
+                }
+            })?;
         collections.push(CollectionState {
             store: Arc::new(store),
             count,

@@ -646,3 +646,57 @@ fn binding_refuses_a_recovered_document_that_does_not_validate_wherever_it_lies(
         }
     }
 }
+
+#[test]
+fn a_stored_index_whose_key_function_changed_is_rebuilt_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    // "by" first orders notes by their word count, later by the length of their body: the same name, another
+    // function. Both are non-unique; "title" stays what it was.
+    let by_words = || spec().index("by", |n: &ArchivedNote| n.words.to_native());
+    let by_length = || spec().index("by", |n: &ArchivedNote| n.body.len() as u32);
+    let mut model = Model::new();
+    {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        let notes = db.collection("notes", by_words()).unwrap();
+        let mut rng = SmallRng::seed_from_u64(11);
+        for serial in 0..300 {
+            let note = note(&mut rng, serial);
+            let id = db.insert(&notes, &note).unwrap();
+            model.insert(id, note);
+        }
+        db.checkpoint().unwrap();
+    }
+    for (round, by) in [
+        ("same function", by_words()),
+        ("changed function", by_length()),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (label, spec))| ((i, label), spec))
+    {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        let notes = db.collection("notes", by).unwrap();
+        let snap = db.read();
+        snap.check_indexes(&notes)
+            .unwrap_or_else(|e| panic!("{round:?}: {e}"));
+        let key = |n: &Note| {
+            if round.0 == 0 {
+                n.words
+            } else {
+                n.body.len() as u32
+            }
+        };
+        let mut expected: Vec<(u32, u64)> = model.iter().map(|(id, n)| (key(n), *id)).collect();
+        expected.sort_unstable();
+        let found: Vec<(u32, u64)> = snap
+            .range(&notes, "by", 0u32..)
+            .unwrap()
+            .map(|(id, n)| (key(&owned(n)), id))
+            .collect();
+        assert_eq!(found, expected, "{round:?}");
+        // A checkpoint now stores the index the new function builds; the next round reopens from it.
+        drop(snap);
+        db.put(&notes, 0, &model[&0]).unwrap();
+        db.checkpoint().unwrap();
+    }
+}

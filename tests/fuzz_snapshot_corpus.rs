@@ -27,8 +27,8 @@ mod common;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use collection_store::checkpoint::{
-    HEADER_BYTES, Manifest, ManifestCollection, SnapshotContents, encode_manifest, encode_snapshot,
-    fuzz_open, open_manifest, open_snapshot,
+    HEADER_BYTES, IndexSnapshot, Manifest, ManifestCollection, SnapshotContents, encode_manifest,
+    encode_snapshot, fuzz_open, open_manifest, open_snapshot,
 };
 use collection_store::error::{Error, Result};
 use rkyv::util::AlignedVec;
@@ -149,6 +149,17 @@ fn payload(i: usize, len: usize) -> Vec<u8> {
 }
 
 fn snapshot(salt: u64, seq: u64, name: &str, next_id: u64, docs: &[(u64, usize)]) -> Vec<u8> {
+    indexed_snapshot(salt, seq, name, next_id, docs, Vec::new())
+}
+
+fn indexed_snapshot(
+    salt: u64,
+    seq: u64,
+    name: &str,
+    next_id: u64,
+    docs: &[(u64, usize)],
+    indexes: Vec<IndexSnapshot>,
+) -> Vec<u8> {
     let bodies: Vec<(u64, Vec<u8>)> = docs
         .iter()
         .enumerate()
@@ -160,6 +171,7 @@ fn snapshot(salt: u64, seq: u64, name: &str, next_id: u64, docs: &[(u64, usize)]
         name,
         next_id,
         bodies.iter().map(|(id, b)| (*id, b.as_slice())),
+        indexes,
     )
     .to_vec()
 }
@@ -289,6 +301,35 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         .map(|i| (2 * i + 1, (i as usize * 7) % 50))
         .collect();
     add("snap-many-docs", snapshot(SALT_A, 99, "many", 81, &many));
+    let indexed = indexed_snapshot(
+        SALT_B,
+        21,
+        "indexed",
+        8,
+        &[(1, 3), (4, 20), (7, 0)],
+        vec![
+            IndexSnapshot {
+                name: "by-length".into(),
+                unique: false,
+                entries: vec![
+                    (vec![0, 0, 0, 0], 7),
+                    (vec![0, 0, 0, 3], 1),
+                    (vec![0, 0, 0, 20], 4),
+                ],
+            },
+            IndexSnapshot {
+                name: "code".into(),
+                unique: true,
+                entries: vec![(b"a\0\0".to_vec(), 4), (b"b\0\0".to_vec(), 1)],
+            },
+            IndexSnapshot {
+                name: "nothing".into(),
+                unique: false,
+                entries: vec![],
+            },
+        ],
+    );
+    add("snap-indexed", indexed.clone());
 
     // --- valid manifests ----------------------------------------------------------------------------------------
     let several_collections = vec![
@@ -396,8 +437,12 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
 
     // --- wrong version or magic (header CRC recomputed) ----------------------------------------------------------
     add(
-        "bad-version-2",
-        reseal_header(patch(&lengths, 8, &2u32.to_le_bytes())),
+        "bad-version-1",
+        reseal_header(patch(&lengths, 8, &1u32.to_le_bytes())),
+    );
+    add(
+        "bad-version-3",
+        reseal_header(patch(&lengths, 8, &3u32.to_le_bytes())),
     );
     add(
         "bad-version-0",
@@ -469,6 +514,13 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         ("snap-last-id", last, 0),
     ] {
         add(&format!("recrc-{name}"), reseal(flip(&lengths, at, bit)));
+    }
+    let r = root(&indexed);
+    for (name, at, bit) in [
+        ("snap-indexes-ptr", r + 24, 3),
+        ("snap-indexes-len", r + 28, 1),
+    ] {
+        add(&format!("recrc-{name}"), reseal(flip(&indexed, at, bit)));
     }
     let r = root(&long_name);
     add("recrc-snap-long-name-len", reseal(flip(&long_name, r, 1)));

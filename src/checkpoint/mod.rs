@@ -1,7 +1,8 @@
 //! Checkpoint files: collection snapshots (rkyv archives, read in place) and the manifest that names them.
 //!
-//! This layer knows nothing of collections: a snapshot is a name, a sequence number, a next id and documents as
-//! `(id, bytes)` in id order; the manifest lists snapshots and what the database needs to reopen from them. Both
+//! This layer knows nothing of collections: a snapshot is a name, a sequence number, a next id, documents as
+//! `(id, bytes)` in id order, and indexes as a name, a uniqueness flag and entries `(key bytes, id)` in the order
+//! the collection keeps them (checked by the collection layer when it opens them); the manifest lists snapshots and what the database needs to reopen from them. Both
 //! files share one container: a 64-byte header (magic, format version, header CRC, the database's salt, the
 //! sequence number, the archive's length, CRC and root position) followed by the rkyv archive at offset 64 (16-byte
 //! aligned in the file, and in memory since files are mapped at page boundaries). Every byte is checked before use:
@@ -19,7 +20,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Version of the checkpoint file formats this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes of the container header; the archive starts here.
 pub const HEADER_BYTES: usize = 64;
 /// Magic of a snapshot file.
@@ -40,10 +41,46 @@ struct SnapshotDoc {
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug)]
+struct SnapshotEntry {
+    key: Vec<u8>,
+    id: u64,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug)]
+struct SnapshotIndex {
+    name: String,
+    unique: bool,
+    entries: Vec<SnapshotEntry>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug)]
 struct SnapshotBody {
     name: String,
     next_id: u64,
     docs: Vec<SnapshotDoc>,
+    indexes: Vec<SnapshotIndex>,
+}
+
+/// One index of a collection, as a snapshot stores it: its entries in the collection's order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexSnapshot {
+    /// The index's name.
+    pub name: String,
+    /// Whether it is unique.
+    pub unique: bool,
+    /// `(encoded key, id of the document)` per entry.
+    pub entries: Vec<(Vec<u8>, u64)>,
+}
+
+/// A validated snapshot's index: where each entry's key is in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexContents {
+    /// The index's name.
+    pub name: String,
+    /// Whether it is unique.
+    pub unique: bool,
+    /// `(offset of the key in the file, its length, id of the document)` per entry, in the stored order.
+    pub entries: Vec<(usize, usize, u64)>,
 }
 
 /// One collection as the manifest describes it.
@@ -83,6 +120,8 @@ pub struct SnapshotContents {
     pub next_id: u64,
     /// `(id, offset in the file, length)` per document, in id order; every offset is a multiple of 16.
     pub docs: Vec<(u64, usize, usize)>,
+    /// The collection's indexes (none if it was not bound to a type when the snapshot was written).
+    pub indexes: Vec<IndexContents>,
 }
 
 /// The header fields of a container.
@@ -235,7 +274,7 @@ fn open_container<'a>(
     Ok((header, archive))
 }
 
-/// Encodes the snapshot of collection `name` at commit `seq`: `docs` in ascending id order.
+/// Encodes the snapshot of collection `name` at commit `seq`: `docs` in ascending id order, and `indexes`.
 ///
 /// # Panics
 /// If a document is 4 GiB or larger (documents are limited far below that).
@@ -245,6 +284,7 @@ pub fn encode_snapshot<'d>(
     name: &str,
     next_id: u64,
     docs: impl Iterator<Item = (u64, &'d [u8])>,
+    indexes: Vec<IndexSnapshot>,
 ) -> AlignedVec {
     let body = SnapshotBody {
         name: name.into(),
@@ -260,6 +300,18 @@ pub fn encode_snapshot<'d>(
                         block[..chunk.len()].copy_from_slice(chunk);
                         Block(block)
                     })
+                    .collect(),
+            })
+            .collect(),
+        indexes: indexes
+            .into_iter()
+            .map(|index| SnapshotIndex {
+                name: index.name,
+                unique: index.unique,
+                entries: index
+                    .entries
+                    .into_iter()
+                    .map(|(key, id)| SnapshotEntry { key, id })
                     .collect(),
             })
             .collect(),
@@ -318,11 +370,32 @@ pub fn open_snapshot(file: &str, salt: u64, bytes: &[u8]) -> Result<SnapshotCont
         previous = Some(id);
         docs.push((id, offset, len));
     }
+    let mut indexes: Vec<IndexContents> = Vec::with_capacity(body.indexes.len());
+    for index in body.indexes.iter() {
+        if indexes.iter().any(|i| *i.name == *index.name) {
+            let offset = index.name.as_ptr().addr() - bytes.as_ptr().addr();
+            return Err(corrupt(file, offset as u64, "an index is stored twice"));
+        }
+        let entries = index
+            .entries
+            .iter()
+            .map(|entry| {
+                let offset = entry.key.as_ptr().addr() - bytes.as_ptr().addr();
+                (offset, entry.key.len(), entry.id.to_native())
+            })
+            .collect();
+        indexes.push(IndexContents {
+            name: index.name.to_string(),
+            unique: index.unique,
+            entries,
+        });
+    }
     Ok(SnapshotContents {
         name: body.name.to_string(),
         seq: header.seq,
         next_id: body.next_id.to_native(),
         docs,
+        indexes,
     })
 }
 
@@ -395,6 +468,11 @@ pub fn fuzz_open(bytes: &[u8]) {
             for (_, offset, len) in contents.docs {
                 assert!(offset + len <= aligned.len() && offset.is_multiple_of(16));
             }
+            for index in contents.indexes {
+                for (offset, len, _) in index.entries {
+                    assert!(offset + len <= aligned.len());
+                }
+            }
         }
         let _ = open_manifest("fuzz", salt, &aligned);
     }
@@ -403,6 +481,21 @@ pub fn fuzz_open(bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn indexes() -> Vec<IndexSnapshot> {
+        vec![
+            IndexSnapshot {
+                name: "size".into(),
+                unique: false,
+                entries: vec![(vec![0], 2), (vec![5], 1), (vec![16], 7), (vec![255], 9)],
+            },
+            IndexSnapshot {
+                name: "empty".into(),
+                unique: true,
+                entries: vec![],
+            },
+        ]
+    }
 
     fn docs() -> Vec<(u64, Vec<u8>)> {
         vec![
@@ -422,6 +515,7 @@ mod tests {
             "users",
             10,
             docs.iter().map(|(id, b)| (*id, b.as_slice())),
+            indexes(),
         );
         let contents = open_snapshot("s", 42, &file).unwrap();
         assert_eq!(
@@ -437,6 +531,20 @@ mod tests {
             })
             .collect();
         assert_eq!(read, docs);
+        let stored: Vec<IndexSnapshot> = contents
+            .indexes
+            .iter()
+            .map(|index| IndexSnapshot {
+                name: index.name.clone(),
+                unique: index.unique,
+                entries: index
+                    .entries
+                    .iter()
+                    .map(|&(offset, len, id)| (file[offset..offset + len].to_vec(), id))
+                    .collect(),
+            })
+            .collect();
+        assert_eq!(stored, indexes());
     }
 
     #[test]
@@ -465,6 +573,7 @@ mod tests {
             "c",
             10,
             docs.iter().map(|(id, b)| (*id, b.as_slice())),
+            indexes(),
         );
         for len in 0..file.len() {
             let mut cut: AlignedVec = AlignedVec::new();
@@ -534,15 +643,15 @@ mod tests {
         let file = encode_manifest(1, &Manifest::default());
         let mut other: AlignedVec = AlignedVec::new();
         other.extend_from_slice(&file);
-        other[8] = 2;
+        other[8] = 7;
         other[12..16].fill(0);
         let crc = crc32fast::hash(&other[..HEADER_BYTES]);
         other[12..16].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             open_manifest("MANIFEST", 1, &other),
             Err(Error::FormatVersion {
-                found: 2,
-                expected: 1,
+                found: 7,
+                expected: FORMAT_VERSION,
                 ..
             })
         ));

@@ -127,6 +127,18 @@ impl BaseIndex {
             .map(|i| self.positions[i])
     }
 
+    /// The fingerprint of the entries (see `Store::rebuilt`).
+    pub(crate) fn fingerprint(
+        &self,
+        hasher: &foldhash::quality::RandomState,
+    ) -> super::Fingerprint {
+        let mut fingerprint = super::Fingerprint::default();
+        for (key, &position) in self.keys.iter().zip(&self.positions) {
+            fingerprint.add(hasher, key, position);
+        }
+        fingerprint
+    }
+
     /// Whether the entry `key` exists.
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
         self.get(key).is_some()

@@ -429,6 +429,9 @@ impl EntryKeyRef<'_> {
     }
 }
 
+/// A check that document bytes are a valid archive of a collection's type (see [`validate`]).
+pub type Validate = dyn Fn(&[u8]) -> Result<(), String> + Sync;
+
 /// Most threads a rebuild of a store's indexes uses.
 pub const MAX_BUILD_THREADS: usize = 4;
 
@@ -450,7 +453,24 @@ struct IndexStore {
     unique: bool,
     entries: VersionedMap<EntryKey, IndexEntry>,
     /// The entries of the base's documents.
-    base: BaseIndex,
+    base: Arc<BaseIndex>,
+}
+
+/// An index stored with a base, by name.
+struct StoredIndex {
+    name: Arc<str>,
+    unique: bool,
+    index: Arc<BaseIndex>,
+}
+
+/// An index as a snapshot file stores it, for [`Store::based`]: entries `(encoded key, id)` in the index's order.
+pub struct StoredEntries<'a> {
+    /// The index's name.
+    pub name: &'a str,
+    /// Whether it is unique.
+    pub unique: bool,
+    /// Its entries.
+    pub entries: Vec<(&'a [u8], u64)>,
 }
 
 impl IndexStore {
@@ -486,6 +506,9 @@ pub struct Store {
     base: Arc<BaseDocs>,
     /// The delta: every version written since the base.
     docs: VersionedMap<u64, DocBytes>,
+    /// Indexes stored with the base (read from a snapshot) for a store not yet bound to its type: binding takes
+    /// each one that still matches its documents.
+    stored: Vec<StoredIndex>,
     indexes: Vec<IndexStore>,
     /// Ids below this were used at least once.
     next_id: AtomicU64,
@@ -515,17 +538,18 @@ impl Store {
         Self::over(
             Arc::new(BaseDocs::empty()),
             defs.iter()
-                .map(|d| (d.unique, BaseIndex::empty()))
+                .map(|d| (d.unique, Arc::new(BaseIndex::empty())))
                 .collect(),
         )
     }
 
     /// A store with an empty delta over `base`, with `indexes` (unique or not, and their entries in the base).
-    fn over(base: Arc<BaseDocs>, indexes: Vec<(bool, BaseIndex)>) -> Self {
+    fn over(base: Arc<BaseDocs>, indexes: Vec<(bool, Arc<BaseIndex>)>) -> Self {
         let changed_seq = base.seq;
         Self {
             base,
             docs: VersionedMap::with_capacity(0),
+            stored: Vec::new(),
             indexes: indexes
                 .into_iter()
                 .map(|(unique, base)| IndexStore {
@@ -542,13 +566,55 @@ impl Store {
     }
 
     /// A store with no index over the documents `docs` (strictly ascending ids; from a checkpoint, or folded from
-    /// a replay by [`Store::folded`]) as of commit `seq`, ids below `next_id` used. A collection gets its indexes
-    /// when it is bound to its type ([`Store::rebuilt`]).
-    #[must_use]
-    pub fn based(docs: Vec<(u64, DocBytes)>, seq: u64, next_id: u64) -> Self {
-        let store = Self::over(Arc::new(BaseDocs::new(seq, docs)), Vec::new());
+    /// a replay by [`Store::folded`]) as of commit `seq`, ids below `next_id` used, with the indexes `stored` with
+    /// them (from a checkpoint). A collection gets its indexes when it is bound to its type ([`Store::rebuilt`]),
+    /// which takes a stored index only if it matches the documents.
+    ///
+    /// # Errors
+    /// What is wrong with a stored index: an entry naming no document, entries out of order or repeated, or an
+    /// index stored twice.
+    pub fn based(
+        docs: Vec<(u64, DocBytes)>,
+        seq: u64,
+        next_id: u64,
+        stored: Vec<StoredEntries<'_>>,
+    ) -> Result<Self, String> {
+        let mut store = Self::over(Arc::new(BaseDocs::new(seq, docs)), Vec::new());
         store.next_id.store(next_id, Ordering::Relaxed);
-        store
+        for index in stored {
+            if store.stored.iter().any(|s| *s.name == *index.name) {
+                return Err(format!("index {:?} is stored twice", index.name));
+            }
+            let mut entries: Vec<(EntryKey, usize)> = Vec::with_capacity(index.entries.len());
+            for (key, id) in index.entries {
+                let position = store.base.position(id).ok_or_else(|| {
+                    format!(
+                        "index {:?} has an entry for document {id}, which is not stored",
+                        index.name
+                    )
+                })?;
+                let key = entry_key(index.unique, key, id);
+                if entries.last().is_some_and(|(last, _)| *last >= key) {
+                    return Err(format!(
+                        "index {:?} has entries out of order or repeated (at document {id})",
+                        index.name
+                    ));
+                }
+                entries.push((key, position));
+            }
+            store.stored.push(StoredIndex {
+                name: index.name.into(),
+                unique: index.unique,
+                index: Arc::new(BaseIndex::new(entries)),
+            });
+        }
+        Ok(store)
+    }
+
+    /// Number of indexes.
+    #[must_use]
+    pub fn index_count(&self) -> usize {
+        self.indexes.len()
     }
 
     /// This store's newest documents with `writes` folded in (`(id, seq, document or removal)`, strictly ascending
@@ -582,7 +648,8 @@ impl Store {
         }
         let count = docs.len();
         let next_id = next_id.max(self.next_id());
-        (Self::based(docs, seq, next_id), count)
+        let store = Self::based(docs, seq, next_id, Vec::new()).expect("no stored index to refuse");
+        (store, count)
     }
 
     /// Sequence number of the newest write (or removal) of `id` still recorded (for a document of the base: the
@@ -785,12 +852,16 @@ impl Store {
 
     /// A store with the indexes of `defs` over this store's newest documents (used when a recovered collection
     /// gets its type): the base is shared when this store has no delta (otherwise its newest documents become the
-    /// new base), and each index is built in bulk over it. Every document is first checked with `validate` (which
-    /// must accept it before any extractor reads it). Returns it with its number of documents. From then on only
-    /// the new store is written; this one serves the snapshots taken before.
+    /// new base). Every document is first checked with `validate` (which must accept it before any extractor reads
+    /// it). Returns it with its number of documents. From then on only the new store is written; this one serves
+    /// the snapshots taken before.
     ///
-    /// The documents are split into ranges, one per available core (at most [`MAX_BUILD_THREADS`]): each range is
-    /// validated, its keys extracted and sorted on a thread of its own, then the sorted runs are merged.
+    /// An index stored with the base (same name, same uniqueness) is taken as it is if it holds exactly the entries
+    /// the documents call for: the multiset of `(entry key, position)` extracted from the documents must hash (with
+    /// a seed drawn for this call) and count the same as the stored one, so a changed key function or a doctored
+    /// file gets the index rebuilt, never used stale. Other indexes are built: keys extracted, sorted, merged.
+    /// The documents are split into ranges, one per available core (at most [`MAX_BUILD_THREADS`]), each range
+    /// validated and extracted on a thread of its own.
     ///
     /// # Errors
     /// [`ApplyError::Invalid`] for a document `validate` refuses; [`ApplyError::Unique`] if the documents violate a
@@ -798,81 +869,58 @@ impl Store {
     pub fn rebuilt(
         &self,
         defs: &[IndexDef],
-        validate: &(dyn Fn(&[u8]) -> Result<(), String> + Sync),
+        validate: &Validate,
     ) -> Result<(Self, usize), ApplyError> {
-        let base = if self.docs.key_count() == 0 {
-            Arc::clone(&self.base)
-        } else {
+        let folded = self.docs.key_count() != 0;
+        let base = if folded {
             // Folded at the newest write: a transaction that began before it and writes one of these documents
             // conflicts (conservatively).
             Arc::new(BaseDocs::new(
                 self.changed_seq(),
                 self.latest_docs().collect(),
             ))
-        };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, std::num::NonZero::get)
-            .clamp(1, MAX_BUILD_THREADS);
-        let per_thread = base.len().div_ceil(threads).max(1 << 14);
-        let build_range =
-            |range: std::ops::Range<usize>| -> Result<Vec<Vec<(EntryKey, usize)>>, ApplyError> {
-                let mut entries: Vec<Vec<(EntryKey, usize)>> = defs
-                    .iter()
-                    .map(|_| Vec::with_capacity(range.len()))
-                    .collect();
-                // In id order: documents were mostly allocated (or written to a snapshot) in that order.
-                for position in range {
-                    let (id, doc) = base.at(position);
-                    validate(doc).map_err(|reason| ApplyError::Invalid { id, reason })?;
-                    for (def, entries) in defs.iter().zip(&mut entries) {
-                        if let Some(key) = (def.extract)(doc) {
-                            entries.push((entry_key(def.unique, &key, id), position));
-                        }
-                    }
-                }
-                for entries in &mut entries {
-                    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                }
-                Ok(entries)
-            };
-        let runs: Vec<Vec<Vec<(EntryKey, usize)>>> = if base.len() <= per_thread {
-            vec![build_range(0..base.len())?]
         } else {
-            std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..base.len())
-                    .step_by(per_thread)
-                    .map(|start| {
-                        let range = start..(start + per_thread).min(base.len());
-                        scope.spawn(move || build_range(range))
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| {
-                        w.join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect::<Result<_, _>>()
-            })?
+            Arc::clone(&self.base)
         };
-        let mut indexes = Vec::with_capacity(defs.len());
-        for (i, def) in defs.iter().enumerate() {
-            let mut entries: Vec<(EntryKey, usize)> =
-                Vec::with_capacity(runs.iter().map(|r| r[i].len()).sum());
-            for run in &runs {
-                entries.extend(run[i].iter().cloned());
-            }
-            // Stable sort of sorted runs: it finds the runs and merges them.
-            if runs.len() > 1 {
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-            }
-            if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
-                debug_assert!(def.unique, "non-unique entry keys end with the id");
-                let (_, doc) = base.at(pair[1].1);
-                return Err(unique_error(def, doc, base.at(pair[0].1).0));
-            }
-            indexes.push((def.unique, BaseIndex::new(entries)));
+        // Positions in the base are the stored indexes' positions only if the base is the same.
+        let stored: Vec<Option<&Arc<BaseIndex>>> = defs
+            .iter()
+            .map(|def| {
+                self.stored
+                    .iter()
+                    .find(|s| !folded && *s.name == *def.name && s.unique == def.unique)
+                    .map(|s| &s.index)
+            })
+            .collect();
+        let hasher = foldhash::quality::RandomState::default();
+        let checked = build_pass(&base, defs, &stored, &hasher, Some(validate))?;
+        let mut indexes: Vec<Option<Arc<BaseIndex>>> = Vec::with_capacity(defs.len());
+        for ((def, checked), stored) in defs.iter().zip(checked).zip(&stored) {
+            indexes.push(match (checked, stored) {
+                (Built::Entries(entries), _) => Some(Arc::new(base_index(def, &base, entries)?)),
+                (Built::Fingerprint(found), Some(index)) if found == index.fingerprint(&hasher) => {
+                    Some(Arc::clone(index))
+                }
+                (Built::Fingerprint(_), _) => None,
+            });
         }
+        // Stored indexes that disagree with their documents: built after all.
+        let rebuild: Vec<Option<&Arc<BaseIndex>>> = vec![None; defs.len()];
+        if indexes.iter().any(Option::is_none) {
+            let again = build_pass(&base, defs, &rebuild, &hasher, None)?;
+            for ((def, index), again) in defs.iter().zip(&mut indexes).zip(again) {
+                if index.is_none()
+                    && let Built::Entries(entries) = again
+                {
+                    *index = Some(Arc::new(base_index(def, &base, entries)?));
+                }
+            }
+        }
+        let indexes: Vec<(bool, Arc<BaseIndex>)> = defs
+            .iter()
+            .zip(indexes)
+            .map(|(def, index)| (def.unique, index.expect("every index built or taken")))
+            .collect();
         let count = base.len();
         let built = Self::over(base, indexes);
         built.next_id.store(self.next_id(), Ordering::Relaxed);
@@ -881,6 +929,151 @@ impl Store {
             .store(self.changed_seq(), Ordering::Relaxed);
         Ok((built, count))
     }
+}
+
+/// What a pass over a base's documents made of one index: its sorted entries, or the fingerprint of the entries
+/// the documents call for (to compare with a stored index).
+enum Built {
+    Entries(Vec<(EntryKey, usize)>),
+    Fingerprint(Fingerprint),
+}
+
+/// Number of entries and the wrapping sum of their hashes: equal for equal multisets of entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    entries: u64,
+    sum: u64,
+}
+
+impl Fingerprint {
+    pub(crate) fn add(
+        &mut self,
+        hasher: &foldhash::quality::RandomState,
+        key: &[u8],
+        position: usize,
+    ) {
+        use std::hash::BuildHasher;
+        self.entries += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(hasher.hash_one((key, position as u64)));
+    }
+
+    fn merge(&mut self, other: Self) {
+        self.entries += other.entries;
+        self.sum = self.sum.wrapping_add(other.sum);
+    }
+}
+
+/// One pass over `base`'s documents, split into ranges on threads (see [`Store::rebuilt`]): each document is
+/// validated first (if `validate` is given), then each index of `defs` gets its entries extracted and sorted, or
+/// (where `stored` has an index) only fingerprinted.
+fn build_pass(
+    base: &BaseDocs,
+    defs: &[IndexDef],
+    stored: &[Option<&Arc<BaseIndex>>],
+    hasher: &foldhash::quality::RandomState,
+    validate: Option<&Validate>,
+) -> Result<Vec<Built>, ApplyError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .clamp(1, MAX_BUILD_THREADS);
+    let per_thread = base.len().div_ceil(threads).max(1 << 14);
+    let build_range = |range: std::ops::Range<usize>| -> Result<Vec<Built>, ApplyError> {
+        let mut built: Vec<Built> = stored
+            .iter()
+            .map(|s| match s {
+                Some(_) => Built::Fingerprint(Fingerprint::default()),
+                None => Built::Entries(Vec::with_capacity(range.len())),
+            })
+            .collect();
+        // In id order: documents were mostly allocated (or written to a snapshot) in that order.
+        for position in range {
+            let (id, doc) = base.at(position);
+            if let Some(validate) = validate {
+                validate(doc).map_err(|reason| ApplyError::Invalid { id, reason })?;
+            }
+            for (def, built) in defs.iter().zip(&mut built) {
+                let Some(key) = (def.extract)(doc) else {
+                    continue;
+                };
+                let key = entry_key(def.unique, &key, id);
+                match built {
+                    Built::Entries(entries) => entries.push((key, position)),
+                    Built::Fingerprint(fingerprint) => fingerprint.add(hasher, &key, position),
+                }
+            }
+        }
+        for built in &mut built {
+            if let Built::Entries(entries) = built {
+                entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+        Ok(built)
+    };
+    let runs: Vec<Vec<Built>> = if base.len() <= per_thread {
+        vec![build_range(0..base.len())?]
+    } else {
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..base.len())
+                .step_by(per_thread)
+                .map(|start| {
+                    let range = start..(start + per_thread).min(base.len());
+                    scope.spawn(move || build_range(range))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Result<_, _>>()
+        })?
+    };
+    let ranges = runs.len();
+    let mut merged: Vec<Built> = stored
+        .iter()
+        .map(|s| match s {
+            Some(_) => Built::Fingerprint(Fingerprint::default()),
+            None => Built::Entries(Vec::new()),
+        })
+        .collect();
+    for run in runs {
+        for (merged, built) in merged.iter_mut().zip(run) {
+            match (merged, built) {
+                (Built::Fingerprint(total), Built::Fingerprint(f)) => total.merge(f),
+                (Built::Entries(all), Built::Entries(mut entries)) => all.append(&mut entries),
+                _ => unreachable!("every range builds each index the same way"),
+            }
+        }
+    }
+    if ranges > 1 {
+        for built in &mut merged {
+            if let Built::Entries(entries) = built {
+                // Stable sort of sorted runs: it finds the runs and merges them.
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// The base index of `def` from its sorted `entries` over `base`.
+///
+/// # Errors
+/// [`ApplyError::Unique`] if two entries of a unique index share a key.
+fn base_index(
+    def: &IndexDef,
+    base: &BaseDocs,
+    entries: Vec<(EntryKey, usize)>,
+) -> Result<BaseIndex, ApplyError> {
+    if let Some(pair) = entries.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        debug_assert!(def.unique, "non-unique entry keys end with the id");
+        let (_, doc) = base.at(pair[1].1);
+        return Err(unique_error(def, doc, base.at(pair[0].1).0));
+    }
+    Ok(BaseIndex::new(entries))
 }
 
 fn unique_error(def: &IndexDef, doc: &[u8], holder: u64) -> ApplyError {
