@@ -6,11 +6,12 @@
 //! the documents, not a hash-map entry and a skip-list node per document, and it is never written afterwards:
 //! commits write the delta.
 //!
-//! Invariants: `ids` ascend strictly and `docs[i]` is the document `ids[i]`; an index's entry keys ascend strictly
-//! and `entries[j]` names the position of its document in `ids`. Every snapshot that reads a store sees its base
-//! (the base is as of the store's creation, and no older snapshot reads the store).
+//! Invariants: ids ascend strictly; an index's entry keys ascend strictly and each names the position of its
+//! document in the base; a unique index's hash table holds every entry exactly once. Every snapshot that reads a
+//! store sees its base (the base is as of the store's creation, and no older snapshot reads the store).
 
 use std::cmp::Ordering as Order;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 
 use super::{DocBytes, EntryKey};
@@ -20,8 +21,8 @@ pub(crate) struct BaseDocs {
     /// Sequence number of the newest commit the base holds (what a conflict check sees as its documents' last
     /// write).
     pub(crate) seq: u64,
-    ids: Vec<u64>,
-    docs: Vec<DocBytes>,
+    /// `(id, document)`, by ascending id: one column, so that a hit is one cache line before the document.
+    docs: Vec<(u64, DocBytes)>,
 }
 
 impl BaseDocs {
@@ -29,7 +30,6 @@ impl BaseDocs {
     pub(crate) fn empty() -> Self {
         Self {
             seq: 0,
-            ids: Vec::new(),
             docs: Vec::new(),
         }
     }
@@ -37,46 +37,50 @@ impl BaseDocs {
     /// The documents `(id, bytes)` (strictly ascending ids) as of commit `seq`.
     pub(crate) fn new(seq: u64, docs: Vec<(u64, DocBytes)>) -> Self {
         debug_assert!(docs.windows(2).all(|w| w[0].0 < w[1].0), "ids ascend");
-        let (ids, docs) = docs.into_iter().unzip();
-        Self { seq, ids, docs }
+        Self { seq, docs }
     }
 
     /// Number of documents.
     pub(crate) fn len(&self) -> usize {
-        self.ids.len()
+        self.docs.len()
     }
 
     /// The id and document at `position`.
     pub(crate) fn at(&self, position: usize) -> (u64, &DocBytes) {
-        (self.ids[position], &self.docs[position])
+        let (id, doc) = &self.docs[position];
+        (*id, doc)
+    }
+
+    fn id_at(&self, position: usize) -> u64 {
+        self.docs[position].0
     }
 
     /// The position of `id`. Auto-increment ids are dense, so an interpolation lands on it or bounds a short
     /// search: the position of an id `x` between the first id `f` and the last `l` of `n` strictly ascending ids
     /// is at most `x - f` and at least `n - 1 - (l - x)`.
     pub(crate) fn position(&self, id: u64) -> Option<usize> {
-        let (&first, &last) = (self.ids.first()?, self.ids.last()?);
+        let (first, last) = (self.docs.first()?.0, self.docs.last()?.0);
         if id < first || id > last {
             return None;
         }
-        let n = self.ids.len();
+        let n = self.docs.len();
         let highest = usize::try_from(id - first).map_or(n - 1, |d| d.min(n - 1));
         let lowest = usize::try_from(last - id).map_or(0, |d| (n - 1).saturating_sub(d));
         if lowest == highest {
-            return (self.ids[lowest] == id).then_some(lowest);
+            return (self.id_at(lowest) == id).then_some(lowest);
         }
         let span = u128::from(last - first);
         let guess = usize::try_from(u128::from(id - first) * (n as u128 - 1) / span)
             .expect("below n")
             .clamp(lowest, highest);
-        match self.ids[guess].cmp(&id) {
+        match self.id_at(guess).cmp(&id) {
             Order::Equal => Some(guess),
-            Order::Less => self.ids[guess + 1..=highest]
-                .binary_search(&id)
+            Order::Less => self.docs[guess + 1..=highest]
+                .binary_search_by_key(&id, |d| d.0)
                 .ok()
                 .map(|p| guess + 1 + p),
-            Order::Greater => self.ids[lowest..guess]
-                .binary_search(&id)
+            Order::Greater => self.docs[lowest..guess]
+                .binary_search_by_key(&id, |d| d.0)
                 .ok()
                 .map(|p| lowest + p),
         }
@@ -84,47 +88,93 @@ impl BaseDocs {
 
     /// The document `id`.
     pub(crate) fn get(&self, id: u64) -> Option<&DocBytes> {
-        self.position(id).map(|p| &self.docs[p])
+        self.position(id).map(|p| &self.docs[p].1)
     }
 
     /// Every id with its position, in order.
     pub(crate) fn ids(&self) -> impl DoubleEndedIterator<Item = (u64, usize)> + '_ {
-        self.ids
+        self.docs
             .iter()
             .enumerate()
-            .map(|(position, &id)| (id, position))
+            .map(|(position, (id, _))| (*id, position))
     }
 }
 
-/// One index's entries over the base's documents, by ascending entry key.
+/// One index's entries over the base's documents, by ascending entry key, and for a unique index a hash table of
+/// them too (point lookups: `find_one`, unique checks, tombstones).
 pub(crate) struct BaseIndex {
-    keys: Vec<EntryKey>,
-    /// Position in the base's documents of each entry's document.
-    positions: Vec<usize>,
+    /// `(entry key, position of the entry's document in the base)`: one column, so that a hit is one cache line.
+    entries: Vec<(EntryKey, usize)>,
+    /// Open addressing, linear probing, at most half full: `(1 + the index of an entry, the position of its
+    /// document)`, or `(0, 0)` for a free slot. Empty for a non-unique index (whose lookups need ranges anyway) and
+    /// for a base of 2³¹ documents or more.
+    slots: Vec<(u32, u32)>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl BaseIndex {
     /// No entry.
     pub(crate) fn empty() -> Self {
+        Self::new(Vec::new(), false)
+    }
+
+    /// The entries `(entry key, position of the document)`, sorted by key with no key twice; `hashed`: with a hash
+    /// table for point lookups.
+    pub(crate) fn new(entries: Vec<(EntryKey, usize)>, hashed: bool) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "keys ascend");
+        let hasher = foldhash::fast::RandomState::default();
+        let mut slots = Vec::new();
+        let small = |n: usize| u32::try_from(n).ok().filter(|&n| n < 1 << 31);
+        if hashed
+            && !entries.is_empty()
+            && entries
+                .iter()
+                .all(|(_, position)| small(*position).is_some())
+            && small(entries.len()).is_some()
+        {
+            slots = vec![(0, 0); (entries.len() * 2).next_power_of_two()];
+            let mask = slots.len() - 1;
+            for (i, (key, position)) in entries.iter().enumerate() {
+                let mut slot = hash_slot(&hasher, key, mask);
+                while slots[slot].0 != 0 {
+                    slot = (slot + 1) & mask;
+                }
+                slots[slot] = (
+                    small(i + 1).expect("checked"),
+                    small(*position).expect("checked"),
+                );
+            }
+        }
         Self {
-            keys: Vec::new(),
-            positions: Vec::new(),
+            entries,
+            slots,
+            hasher,
         }
     }
 
-    /// The entries `(entry key, position of the document)`, sorted by key with no key twice.
-    pub(crate) fn new(entries: Vec<(EntryKey, usize)>) -> Self {
-        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "keys ascend");
-        let (keys, positions) = entries.into_iter().unzip();
-        Self { keys, positions }
-    }
-
-    /// The document position of the entry `key`.
+    /// The document position of the entry `key`. A hashed lookup reads the slot, then the entry (to compare the
+    /// key) and the document's position from the slot, so the caller's next read (the document) does not wait for
+    /// the entry.
     pub(crate) fn get(&self, key: &[u8]) -> Option<usize> {
-        self.keys
-            .binary_search_by(|k| k[..].cmp(key))
-            .ok()
-            .map(|i| self.positions[i])
+        if self.slots.is_empty() {
+            return self
+                .entries
+                .binary_search_by(|(k, _)| k[..].cmp(key))
+                .ok()
+                .map(|i| self.entries[i].1);
+        }
+        let mask = self.slots.len() - 1;
+        let mut slot = hash_slot(&self.hasher, key, mask);
+        loop {
+            let (entry, position) = self.slots[slot];
+            if entry == 0 {
+                return None;
+            }
+            if self.entries[entry as usize - 1].0[..] == *key {
+                return Some(position as usize);
+            }
+            slot = (slot + 1) & mask;
+        }
     }
 
     /// The fingerprint of the entries (see `Store::rebuilt`).
@@ -133,8 +183,8 @@ impl BaseIndex {
         hasher: &foldhash::quality::RandomState,
     ) -> super::Fingerprint {
         let mut fingerprint = super::Fingerprint::default();
-        for (key, &position) in self.keys.iter().zip(&self.positions) {
-            fingerprint.add(hasher, key, position);
+        for (key, position) in &self.entries {
+            fingerprint.add(hasher, key, *position);
         }
         fingerprint
     }
@@ -151,21 +201,24 @@ impl BaseIndex {
         upper: Bound<&[u8]>,
     ) -> impl DoubleEndedIterator<Item = (&'a EntryKey, usize)> + use<'a> {
         let start = match lower {
-            Bound::Included(k) => self.keys.partition_point(|e| &e[..] < k),
-            Bound::Excluded(k) => self.keys.partition_point(|e| &e[..] <= k),
+            Bound::Included(k) => self.entries.partition_point(|(e, _)| &e[..] < k),
+            Bound::Excluded(k) => self.entries.partition_point(|(e, _)| &e[..] <= k),
             Bound::Unbounded => 0,
         };
         let end = match upper {
-            Bound::Included(k) => self.keys.partition_point(|e| &e[..] <= k),
-            Bound::Excluded(k) => self.keys.partition_point(|e| &e[..] < k),
-            Bound::Unbounded => self.keys.len(),
+            Bound::Included(k) => self.entries.partition_point(|(e, _)| &e[..] <= k),
+            Bound::Excluded(k) => self.entries.partition_point(|(e, _)| &e[..] < k),
+            Bound::Unbounded => self.entries.len(),
         };
         let end = end.max(start);
-        self.keys[start..end]
-            .iter()
-            .zip(&self.positions[start..end])
-            .map(|(k, &p)| (k, p))
+        self.entries[start..end].iter().map(|(k, p)| (k, *p))
     }
+}
+
+/// The first slot to probe for `key` in a table of `mask + 1` slots.
+fn hash_slot(hasher: &foldhash::fast::RandomState, key: &[u8], mask: usize) -> usize {
+    // The low bits of the hash: foldhash mixes every bit of the key into them.
+    (hasher.hash_one(key) as usize) & mask
 }
 
 #[cfg(test)]
@@ -218,7 +271,7 @@ mod tests {
             .iter()
             .map(|k| EntryKey::from_slice(k))
             .collect();
-        let index = BaseIndex::new(keys.into_iter().zip(0..).collect());
+        let index = BaseIndex::new(keys.into_iter().zip(0..).collect(), false);
         let range = |lower, upper| -> Vec<Vec<u8>> {
             index.range(lower, upper).map(|(k, _)| k.to_vec()).collect()
         };
@@ -232,5 +285,23 @@ mod tests {
         );
         assert_eq!(index.get(b"bb"), Some(2));
         assert!(!index.contains(b"ba"));
+    }
+
+    #[test]
+    fn hashed_lookups_find_every_entry_and_nothing_else() {
+        for n in [0usize, 1, 2, 3, 100, 5000] {
+            let keys: Vec<EntryKey> = (0..n)
+                .map(|i| EntryKey::from_slice(format!("k{:08}", i * 2).as_bytes()))
+                .collect();
+            let hashed = BaseIndex::new(keys.iter().cloned().zip(0..).collect(), true);
+            let searched = BaseIndex::new(keys.iter().cloned().zip(0..).collect(), false);
+            assert_eq!(hashed.slots.is_empty(), n == 0);
+            for i in 0..n * 2 + 2 {
+                let key = format!("k{i:08}");
+                let expected = (i % 2 == 0 && i / 2 < n).then_some(i / 2);
+                assert_eq!(hashed.get(key.as_bytes()), expected, "{key} of {n}");
+                assert_eq!(searched.get(key.as_bytes()), expected, "{key} of {n}");
+            }
+        }
     }
 }

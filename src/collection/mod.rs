@@ -605,7 +605,7 @@ impl Store {
             store.stored.push(StoredIndex {
                 name: index.name.into(),
                 unique: index.unique,
-                index: Arc::new(BaseIndex::new(entries)),
+                index: Arc::new(BaseIndex::new(entries, index.unique)),
             });
         }
         Ok(store)
@@ -1073,7 +1073,7 @@ fn base_index(
         let (_, doc) = base.at(pair[1].1);
         return Err(unique_error(def, doc, base.at(pair[0].1).0));
     }
-    Ok(BaseIndex::new(entries))
+    Ok(BaseIndex::new(entries, def.unique))
 }
 
 fn unique_error(def: &IndexDef, doc: &[u8], holder: u64) -> ApplyError {
@@ -1232,12 +1232,17 @@ impl<'s> View<'s> {
     pub fn unique_get(&self, index: usize, key: &[u8]) -> Option<(u64, &'s [u8])> {
         let store = self.store.indexes.get(index)?;
         debug_assert!(store.unique);
-        // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and `DocBytes::as_bytes` points into memory the
-        // value owns through an `Arc` (its own allocation, or the shared buffer of a mapped snapshot).
-        let seen = unsafe {
-            store.entries.read(key, self.seq, |e: &IndexEntry| {
-                e.doc.as_ref().map(|doc| (e.id, doc.as_bytes()))
-            })
+        // No delta: the base decides (as in `get`).
+        let seen = if store.entries.key_count() == 0 {
+            Seen::Unwritten
+        } else {
+            // SAFETY: `View::new`'s contract is `VersionedMap::read`'s, and `DocBytes::as_bytes` points into memory
+            // the value owns through an `Arc` (its own allocation, or the shared buffer of a mapped snapshot).
+            unsafe {
+                store.entries.read(key, self.seq, |e: &IndexEntry| {
+                    e.doc.as_ref().map(|doc| (e.id, doc.as_bytes()))
+                })
+            }
         };
         match seen {
             Seen::Value(found) => Some(found),
