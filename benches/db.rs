@@ -19,8 +19,9 @@
 //!    MB/s, next to one write + fsync of the same bytes; (b) reopen with every document in the checkpoint:
 //!    `Database::open` and the first `collection` bind, timed apart; (c) reopen with a log tail of 1 GiB (8 MiB in
 //!    quick mode) and no checkpoint; (d) `Sync` one-document `put` latency alone, while checkpoints run back to
-//!    back, and while the floor's write + fsync runs back to back; (e) `get` by id from the mapped snapshot, next
-//!    to the same read of documents inserted in this process.
+//!    back, and while the floor's write + fsync runs back to back; (e) `get` by id and `find_one` on the unique
+//!    index from the base (read in place from the mapped snapshot), next to the same reads of documents inserted in
+//!    this process.
 //!
 //! `cargo bench --bench db`; `CSTORE_BENCH_QUICK=1 cargo bench --bench db` for a smoke run (about a minute, build
 //! excluded). `CSTORE_BENCH_DB_SECTIONS=135` runs only sections 1, 3 and 5. Everything on disk lives in a temporary
@@ -654,24 +655,14 @@ fn bench_reads(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) -> Reads
     }
 
     rows.extend(measure_get(c, cfg, "get_by_id", &snap, &users, &ids));
-    {
-        // The email is written into a reused buffer just before its lookup, as a caller holding the key it looks
-        // up would have it (in cache). A vector of 2^20 prebuilt strings made each lookup also miss on its own key
-        // (about 60 MB of strings). Formatting the 26 bytes is timed with the lookup.
-        let mut i = 0usize;
-        let mut email = String::with_capacity(32);
-        let op = || {
-            let k = ids[i & mask];
-            i += 1;
-            email_of(k, &mut email);
-            let found = snap
-                .find_one(&users, "email", black_box(&email))
-                .expect("index");
-            black_box(found.map(|(id, u)| (id, u.key.to_native())));
-        };
-        let spec = Spec::new(GROUP, "find_one_email", batch, None);
-        rows.extend(measure_op(c, cfg, &spec, op));
-    }
+    rows.extend(measure_find_one(
+        c,
+        cfg,
+        "find_one_email",
+        &snap,
+        &users,
+        &ids,
+    ));
     Reads {
         rows,
         docs: n,
@@ -686,6 +677,33 @@ fn random_ids(sizes: &Sizes, docs: u64) -> Vec<u64> {
     (0..sizes.read_keys)
         .map(|_| rng.random_range(0..docs))
         .collect()
+}
+
+/// `snap.find_one(users, "email", ..)` on the unique index over the emails of `ids` (a power of two of them), in
+/// batches of 1024, touching each document's `key`. The email is written into a reused buffer just before its
+/// lookup, as a caller holding the key it looks up would have it (in cache). A vector of 2^20 prebuilt strings made
+/// each lookup also miss on its own key (about 60 MB of strings). Formatting the 26 bytes is timed with the lookup.
+fn measure_find_one(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    id: &str,
+    snap: &Snapshot,
+    users: &Collection<User>,
+    ids: &[u64],
+) -> Option<Summary> {
+    let mask = ids.len() - 1;
+    let mut i = 0usize;
+    let mut email = String::with_capacity(32);
+    let op = || {
+        let k = ids[i & mask];
+        i += 1;
+        email_of(k, &mut email);
+        let found = snap
+            .find_one(users, "email", black_box(&email))
+            .expect("index");
+        black_box(found.map(|(id, u)| (id, u.key.to_native())));
+    };
+    measure_op(c, cfg, &Spec::new(GROUP, id, 1024, None), op)
 }
 
 /// `snap.get(users, id)` over `ids` (a power of two of them), in batches of 1024, touching each document's `key`.
@@ -1209,6 +1227,14 @@ fn bench_checkpoints(
             &users,
             &ids,
         ));
+        reads.extend(measure_find_one(
+            c,
+            cfg,
+            "ckpt_find_one_inserted",
+            &db.read(),
+            &users,
+            &ids,
+        ));
         load_time
     };
 
@@ -1229,6 +1255,14 @@ fn bench_checkpoints(
         c,
         cfg,
         "ckpt_get_mapped",
+        &db.read(),
+        &users,
+        &ids,
+    ));
+    reads.extend(measure_find_one(
+        c,
+        cfg,
+        "ckpt_find_one_mapped",
         &db.read(),
         &users,
         &ids,
@@ -1607,7 +1641,7 @@ fn report_checkpoints(k: &Checkpoints) {
         &latencies,
     );
     print_table(
-        "7e. get by id, random keys: documents inserted in this process / read in place from the mapped snapshot",
+        "7e. get by id and find_one on the unique index, random keys: documents inserted in this process / read from the base (mapped snapshot)",
         &k.reads,
     );
 }
@@ -1732,6 +1766,18 @@ fn summarize_checkpoints(k: &Checkpoints, reads: Option<&Reads>) {
             });
         eprintln!(
             "7e. get by id over {} documents: inserted in this process {}, read in place from the mapped snapshot {} ({:.2}x){section3}",
+            k.docs,
+            fmt_ns(op_ns(&ins)),
+            fmt_ns(op_ns(&map)),
+            op_ns(&map) / op_ns(&ins)
+        );
+    }
+    if let (Some(ins), Some(map)) = (
+        find(&k.reads, "ckpt_find_one_inserted"),
+        find(&k.reads, "ckpt_find_one_mapped"),
+    ) {
+        eprintln!(
+            "7e. find_one on the unique index over {} documents: inserted in this process {}, from the base (mapped snapshot) {} ({:.2}x); target 400 ns",
             k.docs,
             fmt_ns(op_ns(&ins)),
             fmt_ns(op_ns(&map)),
