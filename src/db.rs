@@ -27,11 +27,12 @@ use crate::collection::{
     self, ApplyError, Document, IndexDef, IndexKey, PrimaryKeyFn, Spec, Store, View, Write,
 };
 use crate::error::{Error, Result};
+use crate::progress::{self, ProgressFn, RecoveryStage};
 use crate::txn::{Op, Participant, Transaction, Vote};
 use crate::wal::{Durability, RecordKind, RecoveryMode, RecoveryReport, Wal, WalOptions};
 
 /// Options for [`Database::open`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     /// Durability of commits that do not choose their own.
     pub durability: Durability,
@@ -45,6 +46,35 @@ pub struct Options {
     pub recovery: RecoveryMode,
     /// When to checkpoint in the background (`None`: only when [`Database::checkpoint`] is called).
     pub auto_checkpoint: Option<AutoCheckpoint>,
+    /// Called as recovery progresses at open, through every [`RecoveryStage`]: the log's scan, the checkpoint's
+    /// snapshots, the replay of the log after it, and the fold into the collections.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("durability", &self.durability)
+            .field("in_memory", &self.in_memory)
+            .field("segment_size_bytes", &self.segment_size_bytes)
+            .field("max_document_bytes", &self.max_document_bytes)
+            .field("recovery", &self.recovery)
+            .field("auto_checkpoint", &self.auto_checkpoint)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl Options {
+    /// The log's options for these.
+    fn wal_options(&self) -> WalOptions {
+        WalOptions {
+            segment_size_bytes: self.segment_size_bytes,
+            recovery: self.recovery,
+            progress: self.progress.clone(),
+            ..WalOptions::default()
+        }
+    }
 }
 
 /// When a background thread checkpoints: once the log has grown by `wal_bytes` since the last checkpoint, or once
@@ -75,6 +105,7 @@ impl Default for Options {
             max_document_bytes: 1 << 20,
             recovery: RecoveryMode::Strict,
             auto_checkpoint: Some(AutoCheckpoint::default()),
+            progress: None,
         }
     }
 }
@@ -431,11 +462,7 @@ impl Database {
     /// # Errors
     /// [`Error::Locked`] if another handle holds the directory; log recovery errors; I/O errors.
     pub fn open(dir: impl AsRef<Path>, options: Options) -> Result<Self> {
-        let wal_options = WalOptions {
-            segment_size_bytes: options.segment_size_bytes,
-            recovery: options.recovery,
-            ..WalOptions::default()
-        };
+        let wal_options = options.wal_options();
         if options.in_memory {
             let wal = Wal::open_in_memory(wal_options)?;
             let files = Arc::new(MemFiles::new());
@@ -495,11 +522,7 @@ impl Database {
         options: Options,
         checkpoints_kept: bool,
     ) -> Result<Self> {
-        let wal_options = WalOptions {
-            segment_size_bytes: options.segment_size_bytes,
-            recovery: options.recovery,
-            ..WalOptions::default()
-        };
+        let wal_options = options.wal_options();
         let (wal, report) = Wal::open_with_storage(storage, wal_options)?;
         Self::with_wal(wal, report, options, None, files, checkpoints_kept)
     }
@@ -514,8 +537,15 @@ impl Database {
     ) -> Result<Self> {
         let mut catalog = Catalog::default();
         let manifest = read_manifest(&*files, wal.salt())?.unwrap_or_default();
-        let mut replayed = load_checkpoint(&*files, wal.salt(), &manifest, &mut catalog)?;
-        replay(&wal, &mut catalog, &mut replayed, manifest.cut_lsn)?;
+        let progress = options.progress.as_ref();
+        let mut replayed = load_checkpoint(&*files, wal.salt(), &manifest, &mut catalog, progress)?;
+        replay(
+            &wal,
+            &mut catalog,
+            &mut replayed,
+            manifest.cut_lsn,
+            progress,
+        )?;
         remove_unreferenced_snapshots(&*files, &manifest)?;
         // Presumed abort: a transaction this database coordinated and prepared, with no decision in the log, is
         // aborted now; its participants are told through `recover_participants`.
@@ -1449,7 +1479,13 @@ pub struct InDoubt {
 /// Rebuilds the committed state from the log: every complete group that ends with COMMIT is redone, in log order;
 /// a group that ends with PREPARE waits for its decision (a later COMMIT or ABORT record naming it); anything else
 /// is discarded. Collections are untyped (no indexes) until [`Database::collection`] binds them.
-fn replay(wal: &Wal, catalog: &mut Catalog, replayed: &mut Replayed, cut_lsn: u64) -> Result<()> {
+fn replay(
+    wal: &Wal,
+    catalog: &mut Catalog,
+    replayed: &mut Replayed,
+    cut_lsn: u64,
+    progress: Option<&ProgressFn>,
+) -> Result<()> {
     if wal.start_lsn() > cut_lsn || wal.written_lsn() < cut_lsn {
         return Err(Error::Corruption {
             file: "wal".into(),
@@ -1463,6 +1499,10 @@ fn replay(wal: &Wal, catalog: &mut Catalog, replayed: &mut Replayed, cut_lsn: u6
     }
     let mut prepared: Vec<InDoubt> = Vec::new();
     let mut group: Vec<crate::wal::Record> = Vec::new();
+    let replay_bytes = wal.written_lsn() - cut_lsn;
+    // Reported every 1/64 of the way (and at least every 16 MiB).
+    let report_every = (replay_bytes / 64).clamp(1, 16 << 20);
+    let mut reported = 0;
     for record in wal.iter_from(wal.start_lsn())? {
         let record = record?;
         if record.lsn() < cut_lsn {
@@ -1470,9 +1510,14 @@ fn replay(wal: &Wal, catalog: &mut Catalog, replayed: &mut Replayed, cut_lsn: u6
             continue;
         }
         let ends_group = !record.group_continues();
+        let done = record.end_lsn().min(wal.written_lsn()) - cut_lsn;
         group.push(record);
         if !ends_group {
             continue;
+        }
+        if done - reported >= report_every {
+            reported = done;
+            progress::report(progress, RecoveryStage::Replay, done, replay_bytes);
         }
         let last = group.pop().expect("group has a record");
         let payload = last.payload();
@@ -1522,8 +1567,9 @@ fn replay(wal: &Wal, catalog: &mut Catalog, replayed: &mut Replayed, cut_lsn: u6
         }
         group.clear();
     }
+    progress::report(progress, RecoveryStage::Replay, replay_bytes, replay_bytes);
     replayed.in_doubt = prepared;
-    replayed.apply_overlay()
+    replayed.apply_overlay(progress)
 }
 
 /// Redoes the DATA records of one committed transaction (collections are untyped then: no index).
@@ -1577,8 +1623,10 @@ impl Replayed {
     /// Folds the replayed writes into the collections' bases (no snapshot reads them yet): each document's last
     /// write counts (also within one transaction, if a log repeats one), and only those are copied out of the log,
     /// into an arena.
-    fn apply_overlay(&mut self) -> Result<()> {
+    fn apply_overlay(&mut self, progress: Option<&ProgressFn>) -> Result<()> {
         let overlay = std::mem::take(&mut self.overlay);
+        let total = overlay.iter().filter(|writes| !writes.is_empty()).count() as u64;
+        let mut done = 0;
         let mut arena = collection::arena::DocArena::default();
         let mut kept = Vec::with_capacity(overlay.len());
         for mut writes in overlay {
@@ -1620,6 +1668,8 @@ impl Replayed {
                 store: Arc::new(store),
                 count,
             };
+            done += 1;
+            progress::report(progress, RecoveryStage::Fold, done, total);
         }
         Ok(())
     }
@@ -1644,8 +1694,15 @@ fn load_checkpoint(
     salt: u64,
     manifest: &Manifest,
     catalog: &mut Catalog,
+    progress: Option<&ProgressFn>,
 ) -> Result<Replayed> {
     let mut collections = Vec::with_capacity(manifest.collections.len());
+    let total = manifest
+        .collections
+        .iter()
+        .filter(|c| c.file.is_some())
+        .count() as u64;
+    let mut done = 0;
     for entry in &manifest.collections {
         let slot = catalog.slot_for(&entry.name) as usize;
         if slot != collections.len() {
@@ -1723,6 +1780,8 @@ fn load_checkpoint(
             store: Arc::new(store),
             count,
         });
+        done += 1;
+        progress::report(progress, RecoveryStage::Snapshots, done, total);
     }
     Ok(Replayed {
         seq: manifest.seq,

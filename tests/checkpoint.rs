@@ -700,3 +700,74 @@ fn a_stored_index_whose_key_function_changed_is_rebuilt_not_trusted() {
         db.checkpoint().unwrap();
     }
 }
+
+#[test]
+fn recovery_reports_every_stage_in_order_through_one_callback() {
+    use collection_store::progress::{RecoveryProgress, RecoveryStage};
+    use std::sync::Mutex;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = SmallRng::seed_from_u64(5);
+    {
+        let db = Database::open(dir.path(), small_segments()).unwrap();
+        let notes = db.collection("notes", spec()).unwrap();
+        for serial in 0..200 {
+            db.insert(&notes, &note(&mut rng, serial)).unwrap();
+        }
+        db.checkpoint().unwrap();
+        // After the cut: more notes, and a collection the checkpoint does not have.
+        for serial in 200..400 {
+            db.insert(&notes, &note(&mut rng, serial)).unwrap();
+        }
+        let later = db.collection("later", Spec::<Note>::new()).unwrap();
+        db.insert(&later, &note(&mut rng, 1000)).unwrap();
+    }
+    let reports: Arc<Mutex<Vec<RecoveryProgress>>> = Arc::default();
+    let sink = Arc::clone(&reports);
+    let options = Options {
+        progress: Some(Arc::new(move |p| sink.lock().unwrap().push(p))),
+        ..small_segments()
+    };
+    let db = Database::open(dir.path(), options).unwrap();
+    let reports = reports.lock().unwrap().clone();
+    let mut stages: Vec<RecoveryStage> = reports.iter().map(|r| r.stage).collect();
+    stages.dedup();
+    assert_eq!(
+        stages,
+        [
+            RecoveryStage::LogScan,
+            RecoveryStage::Snapshots,
+            RecoveryStage::Replay,
+            RecoveryStage::Fold
+        ],
+        "{reports:?}"
+    );
+    for stage in stages {
+        let of: Vec<&RecoveryProgress> = reports.iter().filter(|r| r.stage == stage).collect();
+        assert!(
+            of.windows(2)
+                .all(|w| w[0].done <= w[1].done && w[0].total == w[1].total),
+            "{stage:?}: {of:?}"
+        );
+        let last = of.last().unwrap();
+        assert_eq!(last.done, last.total, "{stage:?} ends complete");
+        let log = db.recovery_report();
+        match stage {
+            // At least the segment holding the cut; units are segments.
+            RecoveryStage::LogScan => assert!(last.total >= 1, "{last:?}"),
+            // Only "notes" was in the checkpoint.
+            RecoveryStage::Snapshots => assert_eq!(last.total, 1),
+            // The log from the cut to its end, in bytes.
+            RecoveryStage::Replay => {
+                assert!(
+                    last.total > 0 && last.total <= log.end_lsn - log.start_lsn,
+                    "{last:?}"
+                );
+            }
+            // Both collections were written after the cut.
+            RecoveryStage::Fold => assert_eq!(last.total, 2),
+        }
+    }
+    let notes = db.collection("notes", spec()).unwrap();
+    assert_eq!(db.read().count(&notes), 400);
+}

@@ -63,8 +63,13 @@ pub trait CheckpointFiles: Send + Sync {
     fn list(&self, folder: &str) -> Result<Vec<String>>;
 }
 
-/// Size of the pieces a checkpoint file is written and synced in.
-const WRITE_PIECE_BYTES: usize = 1 << 20;
+/// Size of the pieces a checkpoint file is written and synced in. Each piece's `fdatasync` also flushes the disk's
+/// cache, so a commit's own flush waits for at most one piece. Measured here (a commit's pwrite + fdatasync while
+/// another thread writes 280 MB in pieces, each followed by fdatasync): p99.9 of the commits 15 ms with 1 MiB
+/// pieces, 2.3 ms with 256 KiB, 0.31–0.45 ms with 64 KiB (2.4–3.4× their p50; the writer makes ~240 MB/s), and
+/// no better with 32 KiB (at half the writer's speed). Starting writeback without waiting
+/// (`POSIX_FADV_DONTNEED`) was the worst: 34 ms.
+const WRITE_PIECE_BYTES: usize = 64 << 10;
 
 /// Checkpoint files in a directory.
 #[derive(Debug)]
@@ -114,8 +119,7 @@ impl CheckpointFiles for DirFiles {
             .open(&temp)
             .map_err(|e| io_error("create", &temp, e))?;
         // Written and synced piece by piece: the disk never holds more than one piece of it unsynced, so a commit's
-        // flush never waits behind hundreds of MB of snapshot writeback (measured: p99.9 of Sync commits 4.2 ms
-        // during checkpoints written whole, against 0.4 ms without).
+        // flush never waits behind hundreds of MB of snapshot writeback (see `WRITE_PIECE_BYTES`).
         let written = bytes
             .chunks(WRITE_PIECE_BYTES)
             .try_for_each(|piece| file.write_all(piece).and_then(|()| file.sync_data()))

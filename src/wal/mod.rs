@@ -63,17 +63,7 @@ pub enum RecoveryMode {
     Salvage,
 }
 
-/// Progress of recovery, passed to [`WalOptions::progress`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecoveryProgress {
-    /// Segments scanned so far.
-    pub segments_done: usize,
-    /// Segments to scan.
-    pub segments_total: usize,
-}
-
-/// Callback for recovery progress.
-pub type ProgressFn = Arc<dyn Fn(RecoveryProgress) + Send + Sync>;
+pub use crate::progress::{ProgressFn, RecoveryProgress, RecoveryStage};
 
 /// Options for [`Wal::open`].
 #[derive(Clone)]
@@ -88,7 +78,7 @@ pub struct WalOptions {
     pub max_free_segments: usize,
     /// What to do about corruption.
     pub recovery: RecoveryMode,
-    /// Called as recovery progresses.
+    /// Called as recovery progresses: [`RecoveryStage::LogScan`], one report per segment scanned.
     pub progress: Option<ProgressFn>,
 }
 
@@ -414,12 +404,12 @@ impl Wal {
             meta.start_lsn,
             options.recovery == RecoveryMode::Salvage,
             |i| {
-                if let Some(p) = &progress {
-                    p(RecoveryProgress {
-                        segments_done: i + 1,
-                        segments_total: total,
-                    });
-                }
+                crate::progress::report(
+                    progress.as_ref(),
+                    RecoveryStage::LogScan,
+                    i as u64 + 1,
+                    total as u64,
+                );
             },
         )
         .map_err(|c| Error::Corruption {
