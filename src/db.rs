@@ -180,6 +180,9 @@ pub struct CheckpointInfo {
     pub wal_start_lsn: u64,
     /// Bytes of snapshot and manifest files written.
     pub bytes_written: u64,
+    /// Collections now read from the snapshot this checkpoint wrote of them (re-based: see
+    /// [`Database::checkpoint`]).
+    pub rebased: usize,
 }
 
 /// One version of the whole database: a sequence number and every collection's state, by slot. While it lives, its
@@ -1019,6 +1022,8 @@ impl Inner {
         let salt = inner.wal.salt();
         let mut bytes_written = 0u64;
         let mut collections = Vec::with_capacity(names.len());
+        // The snapshots written (slot, file, indexes' names and uniqueness), for the re-base at the end.
+        let mut written: Vec<(u32, String, IndexNames)> = Vec::new();
         for (slot, (name, declared_type, index_names)) in names.into_iter().enumerate() {
             let slot32 = u32::try_from(slot).expect("fewer than 2^32 collections");
             let unchanged = last.collections.get(slot).filter(|previous| {
@@ -1038,7 +1043,11 @@ impl Inner {
                     let file = format!("{SNAPSHOT_FOLDER}/c{slot}-{:016x}.snap", version.seq);
                     // The cut's store of a bound collection has the binding's indexes (binding and the cut both
                     // hold the catalog lock); an unbound one has none.
-                    let indexes = if store.index_count() == index_names.len() {
+                    let indexed = store.index_count() == index_names.len();
+                    if indexed {
+                        written.push((slot32, file.clone(), index_names.clone()));
+                    }
+                    let indexes = if indexed {
                         index_names
                             .into_iter()
                             .enumerate()
@@ -1091,12 +1100,111 @@ impl Inner {
             .last_cut_lsn
             .store(cut_lsn, std::sync::atomic::Ordering::Relaxed);
         *last = manifest;
+        let mut rebased = 0;
+        for (slot, file, indexes) in written {
+            let Some(store) = version.collections.get(slot as usize).map(|c| &c.store) else {
+                continue;
+            };
+            if inner.rebase(slot, store, &file, &indexes, version.seq)? {
+                rebased += 1;
+            }
+        }
         Ok(CheckpointInfo {
             seq: version.seq,
             cut_lsn,
             wal_start_lsn,
             bytes_written,
+            rebased,
         })
+    }
+
+    /// Re-bases collection `slot`, whose store at the cut `cut` was `pinned` and whose snapshot was just written to
+    /// `file` (with `indexes`): the collection's newest store becomes one whose base is that snapshot, mapped, and
+    /// whose delta holds only what was committed after the cut. The old store stays with the snapshots taken
+    /// before, and its base (an earlier snapshot's mapping, or the documents a replay copied) goes with the last of
+    /// them. Returns whether it re-based: not if the collection was bound since the cut (another store), or if the
+    /// snapshot just written does not read back as expected (then nothing changes).
+    ///
+    /// The work is done without the commit lock, except for two short holds: one to start recording the keys
+    /// commits write, one (once every commit is published) to carry those over and swap the store into a new
+    /// version at the same sequence number (as binding does).
+    ///
+    /// # Errors
+    /// The log is poisoned.
+    fn rebase(
+        &self,
+        slot: u32,
+        pinned: &Arc<Store>,
+        file: &str,
+        indexes: &[(String, bool)],
+        cut: u64,
+    ) -> Result<bool> {
+        // No live or later transaction reads below the horizon from here on (it only rises).
+        let floor = {
+            let _catalog = self.catalog.read();
+            let state = self.commit.lock();
+            match state.latest.collections.get(slot as usize) {
+                Some(current) if Arc::ptr_eq(&current.store, pinned) => pinned.start_recording(),
+                _ => return Ok(false),
+            }
+            self.registry.horizon().min(cut)
+        };
+        let prepared = self.load_snapshot_store(file).and_then(|snapshot| {
+            let names: Vec<(&str, bool)> = indexes.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+            pinned
+                .rebase_prepare(&snapshot, &names, cut, floor)
+                .map_err(|reason| Error::Corruption {
+                    file: file.into(),
+                    offset: 0,
+                    reason,
+                })
+        });
+        let _catalog = self.catalog.read();
+        let mut state = self.commit.lock();
+        let current = state.latest.collections.get(slot as usize);
+        let (Ok(rebased), Some(current)) = (prepared, current) else {
+            pinned.abandon_rebase();
+            return Ok(false);
+        };
+        if !Arc::ptr_eq(&current.store, pinned) {
+            pinned.abandon_rebase();
+            return Ok(false);
+        }
+        // Every commit published, so that no publication of a version built before the swap can follow it.
+        while self.published.seq() != state.latest.seq {
+            if self.wal.is_poisoned() {
+                pinned.abandon_rebase();
+                return Err(Error::Poisoned {
+                    cause: "a commit failed to become durable".into(),
+                });
+            }
+            std::thread::yield_now();
+        }
+        pinned.rebase_finish(&rebased);
+        let count = current.count;
+        let mut collections = state.latest.collections.clone();
+        collections[slot as usize] = CollectionState {
+            store: Arc::new(rebased),
+            count,
+        };
+        let version = Arc::new(DbVersion::new(
+            state.latest.seq,
+            collections,
+            &self.registry,
+        ));
+        state.latest = Arc::clone(&version);
+        self.published.replace(version);
+        Ok(true)
+    }
+
+    /// The store (untyped, with its stored indexes) of the snapshot file `file`.
+    fn load_snapshot_store(&self, file: &str) -> Result<Store> {
+        let bytes = self.files.read(file)?.ok_or_else(|| Error::Corruption {
+            file: file.into(),
+            offset: 0,
+            reason: "written by this checkpoint but missing".into(),
+        })?;
+        snapshot_store(file, self.wal.salt(), &bytes)
     }
 
     /// Commits `ops` read from `snapshot`: conflict and unique checks, one log group, the durable wait, then
@@ -1442,9 +1550,12 @@ struct ReplayedWrite {
     doc: Option<(crate::wal::Record, usize)>,
 }
 
-/// A collection at a checkpoint's cut: its name, declared type, and its indexes' names and uniqueness (none if it
-/// is not bound to a type).
-type CutCollection = (Arc<str>, Option<String>, Vec<(String, bool)>);
+/// A collection's indexes by name and uniqueness.
+type IndexNames = Vec<(String, bool)>;
+
+/// A collection at a checkpoint's cut: its name, declared type, and its indexes (none if it is not bound to a
+/// type).
+type CutCollection = (Arc<str>, Option<String>, IndexNames);
 
 /// What replaying the log produced.
 struct Replayed {
@@ -1724,7 +1835,7 @@ fn load_checkpoint(
             offset: 0,
             reason: "named by the manifest but missing".into(),
         })?;
-        let contents = checkpoint::open_snapshot(file, salt, bytes.bytes())?;
+        let (contents, store) = open_snapshot_store(file, salt, &bytes)?;
         if contents.name != entry.name
             || contents.seq > manifest.seq
             || contents.docs.len() as u64 != entry.docs
@@ -1743,39 +1854,7 @@ fn load_checkpoint(
                 ),
             });
         }
-        let docs: Vec<(u64, collection::DocBytes)> = contents
-            .docs
-            .iter()
-            .map(|&(id, offset, len)| {
-                (
-                    id,
-                    collection::DocBytes::shared(Arc::clone(&bytes), offset, len),
-                )
-            })
-            .collect();
-        let count = docs.len();
-        let file_bytes = bytes.bytes();
-        let stored = contents
-            .indexes
-            .iter()
-            .map(|index| collection::StoredEntries {
-                name: &index.name,
-                unique: index.unique,
-                entries: index
-                    .entries
-                    .iter()
-                    .map(|&(offset, len, id)| (&file_bytes[offset..offset + len], id))
-                    .collect(),
-            })
-            .collect();
-        let store =
-            Store::based(docs, contents.seq, contents.next_id, stored).map_err(|reason| {
-                Error::Corruption {
-                    file: file.clone(),
-                    offset: 0,
-                    reason,
-                }
-            })?;
+        let count = contents.docs.len();
         collections.push(CollectionState {
             store: Arc::new(store),
             count,
@@ -1791,6 +1870,57 @@ fn load_checkpoint(
         in_doubt: Vec::new(),
         committed_2pc: manifest.committed_2pc.iter().copied().collect(),
     })
+}
+
+/// The store (untyped: no index bound, the stored ones kept for binding) of the snapshot file `file`, its
+/// documents read in place from `bytes`.
+fn snapshot_store(
+    file: &str,
+    salt: u64,
+    bytes: &Arc<dyn collection::SharedBytes>,
+) -> Result<Store> {
+    open_snapshot_store(file, salt, bytes).map(|(_, store)| store)
+}
+
+/// The validated contents of the snapshot file `file` and its store (see [`snapshot_store`]).
+fn open_snapshot_store(
+    file: &str,
+    salt: u64,
+    bytes: &Arc<dyn collection::SharedBytes>,
+) -> Result<(checkpoint::SnapshotContents, Store)> {
+    let contents = checkpoint::open_snapshot(file, salt, bytes.bytes())?;
+    let docs: Vec<(u64, collection::DocBytes)> = contents
+        .docs
+        .iter()
+        .map(|&(id, offset, len)| {
+            (
+                id,
+                collection::DocBytes::shared(Arc::clone(bytes), offset, len),
+            )
+        })
+        .collect();
+    let file_bytes = bytes.bytes();
+    let stored = contents
+        .indexes
+        .iter()
+        .map(|index| collection::StoredEntries {
+            name: &index.name,
+            unique: index.unique,
+            entries: index
+                .entries
+                .iter()
+                .map(|&(offset, len, id)| (&file_bytes[offset..offset + len], id))
+                .collect(),
+        })
+        .collect();
+    let store = Store::based(docs, contents.seq, contents.next_id, stored).map_err(|reason| {
+        Error::Corruption {
+            file: file.into(),
+            offset: 0,
+            reason,
+        }
+    })?;
+    Ok((contents, store))
 }
 
 /// Removes snapshot files the manifest does not name (left by a checkpoint that did not finish, or superseded).

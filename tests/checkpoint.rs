@@ -771,3 +771,135 @@ fn recovery_reports_every_stage_in_order_through_one_callback() {
     let notes = db.collection("notes", spec()).unwrap();
     assert_eq!(db.read().count(&notes), 400);
 }
+
+#[test]
+fn checkpoints_rebase_collections_while_writers_commit() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const CHECKPOINTS: usize = 40;
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = || Options {
+        durability: Durability::None,
+        auto_checkpoint: None,
+        ..small_segments()
+    };
+    let db = Database::open(dir.path(), options()).unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    let stop = AtomicBool::new(false);
+    let (models, rebased) = std::thread::scope(|s| {
+        // Two writers on disjoint ids (and titles): replacements that move titles between their own documents,
+        // removals and inserts, each its own commit.
+        let writers: Vec<_> = (0..2u64)
+            .map(|w| {
+                let (db, notes, stop) = (&db, &notes, &stop);
+                s.spawn(move || {
+                    let mut rng = SmallRng::seed_from_u64(w);
+                    let mut model = Model::new();
+                    let mut serial = 0u64;
+                    while !stop.load(Ordering::Relaxed) || serial < 300 {
+                        let id = w * 1_000_000 + rng.random_range(0..200);
+                        serial += 1;
+                        if rng.random_bool(0.2) {
+                            db.remove(notes, id).unwrap();
+                            model.remove(&id);
+                        } else {
+                            let mut note = note(&mut rng, serial);
+                            note.title = format!("w{w}-{}", rng.random_range(0..400));
+                            if model
+                                .iter()
+                                .any(|(other, n)| *other != id && n.title == note.title)
+                            {
+                                continue;
+                            }
+                            db.put(notes, id, &note).unwrap();
+                            model.insert(id, note);
+                        }
+                    }
+                    model
+                })
+            })
+            .collect();
+        let mut rebased = 0;
+        for _ in 0..CHECKPOINTS {
+            rebased += db.checkpoint().unwrap().rebased;
+            let snap = db.read();
+            snap.check_indexes(&notes).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        let models: Vec<Model> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        (models, rebased)
+    });
+    // The first checkpoint may come before any write (no snapshot then); the others each wrote one and re-based.
+    assert!(
+        rebased >= CHECKPOINTS - 1,
+        "{rebased} of {CHECKPOINTS} checkpoints re-based the collection"
+    );
+    let expected: Model = models.into_iter().flatten().collect();
+    let check = |db: &Database, notes: &Collection<Note>, label: &str| {
+        let snap = db.read();
+        let found: Model = snap.iter(notes).map(|(id, n)| (id, owned(n))).collect();
+        assert!(
+            found == expected,
+            "{label}: {} documents, expected {}",
+            found.len(),
+            expected.len()
+        );
+        snap.check_indexes(notes)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        for (id, note) in &expected {
+            let (holder, _) = snap.find_one(notes, "title", &note.title).unwrap().unwrap();
+            assert_eq!(holder, *id, "{label}: title {}", note.title);
+        }
+    };
+    check(&db, &notes, "after the writers");
+    db.checkpoint().unwrap();
+    check(&db, &notes, "after a last checkpoint");
+    drop(notes);
+    drop(db);
+    let db = Database::open(dir.path(), options()).unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    check(&db, &notes, "reopened");
+}
+
+#[test]
+fn a_transaction_spanning_a_rebase_conflicts_exactly_as_without_one() {
+    for removal in [false, true] {
+        let db = Database::open_with(
+            Arc::new(MemStorage::new()),
+            Arc::new(MemFiles::new()),
+            small_segments(),
+        )
+        .unwrap();
+        let notes = db.collection("notes", spec()).unwrap();
+        let mut rng = SmallRng::seed_from_u64(3);
+        let quiet = db.insert(&notes, &note(&mut rng, 1)).unwrap();
+        let busy = db.insert(&notes, &note(&mut rng, 2)).unwrap();
+        let gone = db.insert(&notes, &note(&mut rng, 3)).unwrap();
+        let mut tx = db.begin();
+        // After the transaction began: `busy` is rewritten (and `gone` removed) by another commit.
+        db.put(&notes, busy, &note(&mut rng, 4)).unwrap();
+        if removal {
+            assert!(db.remove(&notes, gone).unwrap());
+        }
+        let info = db.checkpoint().unwrap();
+        assert_eq!(info.rebased, 1);
+        // Untouched since the transaction began: no conflict, although its last write is now in the base.
+        tx.put(&notes, quiet, &note(&mut rng, 5)).unwrap();
+        tx.commit().unwrap();
+        let mut tx = db.begin();
+        db.checkpoint().unwrap();
+        tx.put(&notes, quiet, &note(&mut rng, 6)).unwrap();
+        tx.commit().unwrap();
+        // Written after a transaction began: a conflict, before and after the re-base.
+        for id in [busy, gone] {
+            let mut tx = db.begin();
+            db.put(&notes, id, &note(&mut rng, 7 + id)).unwrap();
+            assert_eq!(db.checkpoint().unwrap().rebased, 1);
+            tx.put(&notes, id, &note(&mut rng, 20 + id)).unwrap();
+            assert!(
+                matches!(tx.commit(), Err(Error::Conflict { .. })),
+                "document {id} (removal {removal})"
+            );
+        }
+    }
+}

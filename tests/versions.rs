@@ -196,6 +196,17 @@ fn old_snapshots_keep_their_view_through_rewrites_removals_and_reindexing() {
             if rng.random_bool(0.1) {
                 held.push((db.read(), model.clone(), step));
             }
+            // A checkpoint re-bases the collection on the snapshot it writes; held snapshots keep the old store.
+            if rng.random_bool(0.03) {
+                let info = db.checkpoint().unwrap();
+                assert_eq!(info.rebased, 1, "seed {seed}, step {step}");
+                assert_sees(
+                    &db.read(),
+                    &items,
+                    &model,
+                    &format!("seed {seed}, re-based at step {step}"),
+                );
+            }
             if !held.is_empty() && rng.random_bool(0.05) {
                 let (snap, seen, at) = held.swap_remove(rng.random_range(0..held.len()));
                 assert_sees(

@@ -41,7 +41,7 @@ use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use rkyv::api::high::{HighSerializer, HighValidator};
@@ -504,6 +504,9 @@ pub struct Store {
     /// Shared with the store this one was rebuilt from, if any (binding a recovered collection adds indexes, not a
     /// copy of its documents).
     base: Arc<BaseDocs>,
+    /// What conflict checks see as the last write of a document of the base: the base's sequence number, or for a
+    /// re-based store a lower bound that no live transaction is below (see [`Store::rebase_prepare`]).
+    base_seq: u64,
     /// The delta: every version written since the base.
     docs: VersionedMap<u64, DocBytes>,
     /// Indexes stored with the base (read from a snapshot) for a store not yet bound to its type: binding takes
@@ -519,6 +522,16 @@ pub struct Store {
     /// Sequence number of the oldest garbage (`u64::MAX`: none), so that a commit skips stores with nothing to
     /// collect without taking their lock.
     oldest_garbage: AtomicU64,
+    /// Whether commits record the keys they write (while a re-base is prepared: [`Store::rebase_prepare`]).
+    recording: AtomicBool,
+    /// The keys written since recording started.
+    recorded: Mutex<Vec<Recorded>>,
+}
+
+/// A key a commit wrote while a re-base was prepared.
+enum Recorded {
+    Doc(u64),
+    Entry(usize, EntryKey),
 }
 
 impl Debug for Store {
@@ -547,6 +560,7 @@ impl Store {
     fn over(base: Arc<BaseDocs>, indexes: Vec<(bool, Arc<BaseIndex>)>) -> Self {
         let changed_seq = base.seq;
         Self {
+            base_seq: base.seq,
             base,
             docs: VersionedMap::with_capacity(0),
             stored: Vec::new(),
@@ -562,6 +576,8 @@ impl Store {
             changed_seq: AtomicU64::new(changed_seq),
             garbage: Mutex::new(VecDeque::new()),
             oldest_garbage: AtomicU64::new(u64::MAX),
+            recording: AtomicBool::new(false),
+            recorded: Mutex::new(Vec::new()),
         }
     }
 
@@ -659,7 +675,7 @@ impl Store {
     pub fn latest_seq(&self, id: u64) -> Option<u64> {
         match self.docs.latest(&id) {
             Some((seq, _)) => Some(seq),
-            None => self.base.position(id).map(|_| self.base.seq),
+            None => self.base.position(id).map(|_| self.base_seq),
         }
     }
 
@@ -792,6 +808,10 @@ impl Store {
             self.next_id
                 .fetch_max(write.id.saturating_add(1), Ordering::Relaxed);
         }
+        if self.recording.load(Ordering::Relaxed) {
+            let mut recorded = self.recorded.lock();
+            recorded.extend(writes.iter().map(|w| Recorded::Doc(w.id)));
+        }
         if !writes.is_empty() {
             self.changed_seq.fetch_max(seq, Ordering::Relaxed);
         }
@@ -809,9 +829,138 @@ impl Store {
             Written::Absent,
             "an entry is removed only if it exists"
         );
+        if self.recording.load(Ordering::Relaxed) {
+            self.recorded
+                .lock()
+                .push(Recorded::Entry(index, key.clone()));
+        }
         if written == Written::Superseded {
             self.push_garbage(Garbage::Entry { seq, index, key });
         }
+    }
+
+    /// Starts recording the keys commits write, for a re-base (see [`Store::rebase_prepare`]). Under the commit
+    /// lock.
+    pub fn start_recording(&self) {
+        self.recorded.lock().clear();
+        self.recording.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops recording (a re-base finished or was given up); returns what was recorded.
+    fn stop_recording(&self) -> Vec<Recorded> {
+        self.recording.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *self.recorded.lock())
+    }
+
+    /// Gives up a re-base: stops recording. Under the commit lock.
+    pub fn abandon_rebase(&self) {
+        self.stop_recording();
+    }
+
+    /// A new store for this one's collection over `snapshot`, the store loaded from the snapshot file a checkpoint
+    /// just wrote of this store at commit `cut` (its documents, and its indexes stored by the names and uniqueness
+    /// of `indexes`, which must be this store's): the new store's base is the snapshot, and its delta holds this
+    /// store's newest version of every key written after `floor`, the horizon when recording started (at most
+    /// `cut`; no live or later transaction reads below it). Run without the commit lock, after
+    /// [`Store::start_recording`] under it; commits meanwhile are caught up by [`Store::rebase_finish`].
+    ///
+    /// Conflict checks: a key written after `floor` keeps its own sequence number (in the delta); for the others
+    /// the new store says `floor`, which no transaction's snapshot is below, so neither a conflict is missed nor one
+    /// invented (with the cut instead, a transaction that began before the cut would conflict on documents nobody
+    /// wrote since it began).
+    ///
+    /// # Errors
+    /// An index of `indexes` that the snapshot does not hold.
+    pub fn rebase_prepare(
+        &self,
+        snapshot: &Self,
+        indexes: &[(&str, bool)],
+        cut: u64,
+        floor: u64,
+    ) -> Result<Self, String> {
+        debug_assert!(floor <= cut);
+        debug_assert_eq!(indexes.len(), self.indexes.len());
+        let based = indexes
+            .iter()
+            .map(|&(name, unique)| {
+                snapshot
+                    .stored
+                    .iter()
+                    .find(|s| *s.name == *name && s.unique == unique)
+                    .map(|s| (unique, Arc::clone(&s.index)))
+                    .ok_or_else(|| format!("the snapshot does not hold index {name:?}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let mut rebased = Self::over(Arc::clone(&snapshot.base), based);
+        rebased.base_seq = floor;
+        rebased
+            .next_id
+            .store(self.next_id().max(snapshot.next_id()), Ordering::Relaxed);
+        rebased
+            .changed_seq
+            .store(self.changed_seq().max(cut), Ordering::Relaxed);
+        for key in self.docs.keys() {
+            rebased.carry_doc(self, *key.value());
+        }
+        for index in 0..self.indexes.len() {
+            for key in self.indexes[index].entries.keys() {
+                rebased.carry_entry(self, index, key.value());
+            }
+        }
+        Ok(rebased)
+    }
+
+    /// Completes a re-base prepared by [`Store::rebase_prepare`] into `rebased`: carries over the keys commits wrote
+    /// since recording started, and stops recording. Under the commit lock, with every commit published, so that
+    /// `rebased` then holds exactly this store's newest state.
+    pub fn rebase_finish(&self, rebased: &Self) {
+        for recorded in self.stop_recording() {
+            match recorded {
+                Recorded::Doc(id) => rebased.carry_doc(self, id),
+                Recorded::Entry(index, key) => rebased.carry_entry(self, index, &key),
+            }
+        }
+        rebased.next_id.fetch_max(self.next_id(), Ordering::Relaxed);
+        rebased
+            .changed_seq
+            .fetch_max(self.changed_seq(), Ordering::Relaxed);
+    }
+
+    /// Carries document `id`'s newest state in `old` over to this (re-based) store if it was written after the
+    /// floor (`base_seq`).
+    fn carry_doc(&self, old: &Self, id: u64) {
+        let (seq, doc) = match old.docs.latest(&id) {
+            // In the snapshot as it is now, and older than every live transaction.
+            Some((seq, _)) if seq <= self.base_seq => return,
+            Some(newest) => newest,
+            // Forgotten in `old`'s delta, which happens only to a removal of a key its base does not hold, once every
+            // live snapshot is at or past it: removed, at a sequence number no live transaction is below.
+            None => (self.carried_removal_seq(self.docs.latest(&id)), None),
+        };
+        self.docs
+            .write(id, seq, doc, false, || self.base.position(id).is_some());
+    }
+
+    /// Carries index `index`'s entry `key` over as [`Store::carry_doc`] does a document.
+    fn carry_entry(&self, old: &Self, index: usize, key: &EntryKey) {
+        let store = &self.indexes[index];
+        let (seq, entry) = match old.indexes[index].entries.latest(&key[..]) {
+            Some((seq, _)) if seq <= self.base_seq => return,
+            Some(newest) => newest,
+            None => (
+                self.carried_removal_seq(store.entries.latest(&key[..])),
+                None,
+            ),
+        };
+        store
+            .entries
+            .write(key.clone(), seq, entry, false, || store.base.contains(key));
+    }
+
+    /// The sequence number to carry a forgotten removal over at, given what this store already holds for the key:
+    /// the floor, or that version's if newer (versions are written in order).
+    fn carried_removal_seq<P>(&self, held: Option<(u64, P)>) -> u64 {
+        held.map_or(self.base_seq, |(seq, _)| seq.max(self.base_seq))
     }
 
     fn push_garbage(&self, garbage: Garbage) {
