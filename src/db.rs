@@ -183,6 +183,8 @@ pub struct CheckpointInfo {
     /// Collections now read from the snapshot this checkpoint wrote of them (re-based: see
     /// [`Database::checkpoint`]).
     pub rebased: usize,
+    /// Stores replaced by re-bases that snapshots still read (freed by a later checkpoint once none does).
+    pub stores_retained: usize,
 }
 
 /// One version of the whole database: a sequence number and every collection's state, by slot. While it lives, its
@@ -295,6 +297,9 @@ pub(crate) struct Inner {
     checkpoint_wake: Option<(crossbeam_channel::Sender<()>, u64)>,
     /// Why the last background checkpoint failed, if it did.
     background_error: Mutex<Option<String>>,
+    /// Stores that re-bases replaced, kept until nothing else holds them ([`Inner::free_retired`]): a store can
+    /// hold millions of entries, and freeing it must cost no commit and no reader its latency.
+    retired: Mutex<Vec<Arc<Store>>>,
     /// Prepared transactions whose decision was not in the log at open (participant role): commits are refused
     /// until they are resolved.
     in_doubt: Mutex<Vec<InDoubt>>,
@@ -360,6 +365,7 @@ fn run_checkpointer(
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
         let due = behind >= policy.wal_bytes || (behind > 0 && last.elapsed() >= policy.interval);
+        inner.free_retired();
         if due {
             let outcome = inner.checkpoint();
             *inner.background_error.lock() = outcome.err().map(|e| e.to_string());
@@ -578,6 +584,7 @@ impl Database {
             last_cut_lsn: AtomicU64::new(cut_lsn),
             checkpoint_wake: policy.map(|p| (wake_tx.clone(), p.wal_bytes)),
             background_error: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
             id: NEXT_DATABASE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             wal,
             options,
@@ -663,15 +670,7 @@ impl Database {
         // Bind under the commit lock, once every commit in flight is published, so the new slot cannot be lost by a
         // publication of a version built before it.
         let mut commit = self.inner.commit.lock();
-        while self.inner.published.seq() != commit.latest.seq {
-            // A commit whose durable wait failed is never published; the log is poisoned then.
-            if self.inner.wal.is_poisoned() {
-                return Err(Error::Poisoned {
-                    cause: "a commit failed to become durable".into(),
-                });
-            }
-            std::thread::yield_now();
-        }
+        self.inner.wait_all_published(&commit)?;
         let slot = catalog.slot_for(name);
         let label = type_label::<T>();
         if let Some(declared) = &catalog.slots[slot as usize].declared_type
@@ -703,22 +702,14 @@ impl Database {
                 .wait_durable(group.end_lsn, Durability::Sync)?;
             catalog.slots[slot as usize].declared_type = Some(label);
         }
-        let mut collections = commit.latest.collections.clone();
-        collections.resize_with(
-            collections.len().max(slot as usize + 1),
-            CollectionState::empty,
+        self.inner.replace_collection(
+            &mut commit,
+            slot,
+            CollectionState {
+                store: Arc::new(indexed),
+                count,
+            },
         );
-        collections[slot as usize] = CollectionState {
-            store: Arc::new(indexed),
-            count,
-        };
-        let version = Arc::new(DbVersion::new(
-            commit.latest.seq,
-            collections,
-            &self.inner.registry,
-        ));
-        commit.latest = Arc::clone(&version);
-        self.inner.published.replace(version);
         let binding = Binding {
             type_id: TypeId::of::<T>(),
             type_name: requested,
@@ -987,6 +978,7 @@ impl Inner {
             ));
         }
         let mut last = inner.last_checkpoint.lock();
+        inner.free_retired();
         // The cut: the newest committed version, the log's end, and the catalog, together (the same lock order as
         // binding: catalog, then commit).
         let (version, cut_lsn, names, committed_2pc) = {
@@ -1115,6 +1107,7 @@ impl Inner {
             wal_start_lsn,
             bytes_written,
             rebased,
+            stores_retained: inner.retired.lock().len(),
         })
     }
 
@@ -1170,23 +1163,67 @@ impl Inner {
             pinned.abandon_rebase();
             return Ok(false);
         }
-        // Every commit published, so that no publication of a version built before the swap can follow it.
+        if let Err(e) = self.wait_all_published(&state) {
+            pinned.abandon_rebase();
+            return Err(e);
+        }
+        pinned.rebase_finish(&rebased);
+        let count = current.count;
+        self.replace_collection(
+            &mut state,
+            slot,
+            CollectionState {
+                store: Arc::new(rebased),
+                count,
+            },
+        );
+        drop(state);
+        self.retired.lock().push(Arc::clone(pinned));
+        Ok(true)
+    }
+
+    /// Frees the retired stores that nothing else holds any more (no snapshot reads them): on the checkpointing
+    /// thread, at each checkpoint and at each tick of the background checkpointer. While a store is retired, its
+    /// last reader's drop only decrements a count.
+    fn free_retired(&self) {
+        // Taken out under the lock, freed after it.
+        let free: Vec<Arc<Store>> = {
+            let mut retired = self.retired.lock();
+            let (free, kept) = std::mem::take(&mut *retired)
+                .into_iter()
+                .partition(|store| Arc::strong_count(store) == 1);
+            *retired = kept;
+            free
+        };
+        drop(free);
+    }
+
+    /// Waits (holding the commit lock `state`) until every committed version is published, so that no publication
+    /// of a version built before a change of the newest one (a binding, a re-base) can follow that change.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`]: a commit whose durable wait failed is never published.
+    fn wait_all_published(&self, state: &CommitState) -> Result<()> {
         while self.published.seq() != state.latest.seq {
             if self.wal.is_poisoned() {
-                pinned.abandon_rebase();
                 return Err(Error::Poisoned {
                     cause: "a commit failed to become durable".into(),
                 });
             }
             std::thread::yield_now();
         }
-        pinned.rebase_finish(&rebased);
-        let count = current.count;
+        Ok(())
+    }
+
+    /// Makes collection `slot` `collection` in a new newest version at the same sequence number, and publishes it
+    /// (under the commit lock `state`, after [`Inner::wait_all_published`]).
+    fn replace_collection(&self, state: &mut CommitState, slot: u32, collection: CollectionState) {
         let mut collections = state.latest.collections.clone();
-        collections[slot as usize] = CollectionState {
-            store: Arc::new(rebased),
-            count,
-        };
+        collections.resize_with(
+            collections.len().max(slot as usize + 1),
+            CollectionState::empty,
+        );
+        collections[slot as usize] = collection;
         let version = Arc::new(DbVersion::new(
             state.latest.seq,
             collections,
@@ -1194,7 +1231,6 @@ impl Inner {
         ));
         state.latest = Arc::clone(&version);
         self.published.replace(version);
-        Ok(true)
     }
 
     /// The store (untyped, with its stored indexes) of the snapshot file `file`.

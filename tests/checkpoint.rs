@@ -903,3 +903,40 @@ fn a_transaction_spanning_a_rebase_conflicts_exactly_as_without_one() {
         }
     }
 }
+
+#[test]
+fn a_store_replaced_by_a_rebase_is_freed_once_no_snapshot_reads_it() {
+    let db = Database::open_with(
+        Arc::new(MemStorage::new()),
+        Arc::new(MemFiles::new()),
+        small_segments(),
+    )
+    .unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    let mut rng = SmallRng::seed_from_u64(9);
+    let mut serial = 0;
+    let mut write_and_checkpoint = |db: &Database| {
+        serial += 1;
+        db.insert(&notes, &note(&mut rng, serial)).unwrap();
+        let info = db.checkpoint().unwrap();
+        assert_eq!(info.rebased, 1);
+        info.stores_retained
+    };
+    // The store a re-base replaced is retired; the next checkpoint frees it (nothing reads it).
+    assert_eq!(write_and_checkpoint(&db), 1);
+    assert_eq!(write_and_checkpoint(&db), 1);
+    // A snapshot reading the current store keeps it, through any number of re-bases.
+    let held = db.read();
+    let seen = held.count(&notes);
+    assert_eq!(
+        write_and_checkpoint(&db),
+        1,
+        "the store before `held` is freed"
+    );
+    assert_eq!(write_and_checkpoint(&db), 2, "`held`'s store is kept");
+    assert_eq!(write_and_checkpoint(&db), 2);
+    assert_eq!(held.count(&notes), seen);
+    assert!(held.iter(&notes).count() == seen);
+    drop(held);
+    assert_eq!(write_and_checkpoint(&db), 1, "freed once `held` is gone");
+}
