@@ -438,6 +438,13 @@ impl Wal {
             files.truncate(from);
             live_bases.truncate(from);
         }
+        // What recovery found is durable only once synced: a process that died after writing, before syncing,
+        // left its bytes in the page cache, and a Sync commit or a checkpoint after this open must not stand on
+        // bytes a power loss would take back (`durable_lsn` starts at the end found).
+        for file in &files {
+            file.sync()
+                .map_err(|e| Error::io("fdatasync", file.describe(), e))?;
+        }
         let live: BTreeMap<u64, Arc<LiveSegment>> = live_bases
             .iter()
             .zip(files)
