@@ -4,9 +4,13 @@ use std::cmp::Ordering as Order;
 
 /// The union of two sorted iterators, in order from both ends. Each holds an element at most once; of two elements
 /// that compare equal, the one from `b` is kept and the one from `a` dropped (`b` overrides `a`).
-pub(crate) struct Union<A: Iterator, B, F> {
-    a: A,
-    b: B,
+///
+/// Both inputs are fused: once one ends, it is never asked again. A skip list's iterator is not fused: asked again
+/// after its end, it starts over from the front, and keys inserted meanwhile would come out after larger ones
+/// (found by `tests/checkpoint.rs`: a store whose delta was empty when a scan began, written during the scan).
+pub(crate) struct Union<A: Iterator, B: Iterator, F> {
+    a: std::iter::Fuse<A>,
+    b: std::iter::Fuse<B>,
     /// Elements taken from one end and not yet yielded.
     a_front: Option<A::Item>,
     a_back: Option<A::Item>,
@@ -23,8 +27,8 @@ where
 {
     pub(crate) fn new(a: A, b: B, cmp: F) -> Self {
         Self {
-            a,
-            b,
+            a: a.fuse(),
+            b: b.fuse(),
             a_front: None,
             a_back: None,
             b_front: None,
@@ -129,5 +133,53 @@ mod tests {
         }
         assert!(merged(&[], &[], 0).is_empty());
         assert_eq!(merged(&[(5, 'a')], &[(5, 'b')], 0), vec![(5, 'b')]);
+    }
+
+    /// Yields its items, then `None` once, then starts over, as a skip list's iterator does.
+    struct Restarting {
+        items: Vec<u32>,
+        at: usize,
+    }
+
+    impl Iterator for Restarting {
+        type Item = (u32, char);
+        fn next(&mut self) -> Option<(u32, char)> {
+            let item = self.items.get(self.at).map(|&k| (k, 'b'));
+            self.at = if item.is_some() { self.at + 1 } else { 0 };
+            item
+        }
+    }
+
+    impl DoubleEndedIterator for Restarting {
+        fn next_back(&mut self) -> Option<(u32, char)> {
+            None
+        }
+    }
+
+    #[test]
+    fn an_input_that_ended_is_not_asked_again() {
+        let a = [(1, 'a'), (5, 'a'), (9, 'a')];
+        // Ends at once (an empty delta when the scan began), then would start over with what was inserted.
+        let b = Restarting {
+            items: vec![],
+            at: 0,
+        };
+        let merged: Vec<(u32, char)> =
+            Union::new(a.iter().copied(), b, |x, y| x.0.cmp(&y.0)).collect();
+        assert_eq!(merged, a);
+        let b = Restarting {
+            items: vec![3],
+            at: 0,
+        };
+        let mut union = Union::new(a.iter().copied(), b, |x, y| x.0.cmp(&y.0));
+        assert_eq!(union.next(), Some((1, 'a')));
+        assert_eq!(union.next(), Some((3, 'b')));
+        assert_eq!(
+            union.next(),
+            Some((5, 'a')),
+            "b ended: asked again it would say 3"
+        );
+        assert_eq!(union.next(), Some((9, 'a')));
+        assert_eq!(union.next(), None);
     }
 }

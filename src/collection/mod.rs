@@ -1411,6 +1411,12 @@ impl<'s> View<'s> {
     /// The first disagreement.
     pub fn check_indexes(&self, defs: &[IndexDef]) -> Result<(), String> {
         let docs: Vec<(u64, &[u8])> = self.iter().collect();
+        if let Some(pair) = docs.windows(2).find(|pair| pair[0].0 >= pair[1].0) {
+            return Err(format!(
+                "documents out of order: {} then {}",
+                pair[0].0, pair[1].0
+            ));
+        }
         if docs.len() != self.count {
             return Err(format!(
                 "{} documents visible, the version counts {}",

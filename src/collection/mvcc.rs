@@ -419,4 +419,34 @@ mod tests {
         assert_eq!(m.key_count(), 1);
         assert_eq!(m.write(2, 6, None, false, || false), Written::Absent);
     }
+
+    #[test]
+    fn keys_ascend_strictly_while_the_writer_adds_removes_and_prunes() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let m = map();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut x = 0x9e37_79b9_7f4a_7c15u64;
+                for seq in 1..200_000u64 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let key = x % 300;
+                    let value = (!x.is_multiple_of(5)).then(|| Arc::<str>::from("v"));
+                    m.write(key, seq, value, true, || false);
+                    m.prune(&key, seq);
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+            let mut scans = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let keys: Vec<u64> = m.keys().map(|e| *e.value()).collect();
+                if let Some(pair) = keys.windows(2).find(|w| w[0] >= w[1]) {
+                    panic!("scan {scans}: {} then {}", pair[0], pair[1]);
+                }
+                scans += 1;
+            }
+        });
+    }
 }
