@@ -97,6 +97,16 @@ fn small_segments() -> Options {
     }
 }
 
+/// A database in memory that keeps checkpoint files (in memory too), with small segments.
+fn in_memory_with_files() -> Database {
+    Database::open_with(
+        Arc::new(MemStorage::new()),
+        Arc::new(MemFiles::new()),
+        small_segments(),
+    )
+    .unwrap()
+}
+
 fn snapshot_files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("snapshots"))
         .map(|entries| {
@@ -873,12 +883,7 @@ fn checkpoints_rebase_collections_while_writers_commit() {
 #[test]
 fn a_transaction_spanning_a_rebase_conflicts_exactly_as_without_one() {
     for removal in [false, true] {
-        let db = Database::open_with(
-            Arc::new(MemStorage::new()),
-            Arc::new(MemFiles::new()),
-            small_segments(),
-        )
-        .unwrap();
+        let db = in_memory_with_files();
         let notes = db.collection("notes", spec()).unwrap();
         let mut rng = SmallRng::seed_from_u64(3);
         let quiet = db.insert(&notes, &note(&mut rng, 1)).unwrap();
@@ -915,12 +920,7 @@ fn a_transaction_spanning_a_rebase_conflicts_exactly_as_without_one() {
 
 #[test]
 fn a_store_replaced_by_a_rebase_is_freed_once_no_snapshot_reads_it() {
-    let db = Database::open_with(
-        Arc::new(MemStorage::new()),
-        Arc::new(MemFiles::new()),
-        small_segments(),
-    )
-    .unwrap();
+    let db = in_memory_with_files();
     let notes = db.collection("notes", spec()).unwrap();
     let mut rng = SmallRng::seed_from_u64(9);
     let mut serial = 0;
