@@ -691,17 +691,30 @@ fn measure_find_one(
     users: &Collection<User>,
     ids: &[u64],
 ) -> Option<Summary> {
-    let mask = ids.len() - 1;
-    let mut i = 0usize;
     let mut email = String::with_capacity(32);
-    let op = || {
-        let k = ids[i & mask];
-        i += 1;
+    measure_reads(c, cfg, id, ids, |k| {
         email_of(k, &mut email);
         let found = snap
             .find_one(users, "email", black_box(&email))
             .expect("index");
         black_box(found.map(|(id, u)| (id, u.key.to_native())));
+    })
+}
+
+/// `read` of each of `ids` in turn (a power of two of them, cycled), in batches of 1024.
+fn measure_reads(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    id: &str,
+    ids: &[u64],
+    mut read: impl FnMut(u64),
+) -> Option<Summary> {
+    let mask = ids.len() - 1;
+    let mut i = 0usize;
+    let op = || {
+        let k = ids[i & mask];
+        i += 1;
+        read(k);
     };
     measure_op(c, cfg, &Spec::new(GROUP, id, 1024, None), op)
 }
@@ -715,15 +728,10 @@ fn measure_get(
     users: &Collection<User>,
     ids: &[u64],
 ) -> Option<Summary> {
-    let mask = ids.len() - 1;
-    let mut i = 0usize;
-    let op = || {
-        let k = ids[i & mask];
-        i += 1;
+    measure_reads(c, cfg, id, ids, |k| {
         let doc = snap.get(users, black_box(k));
         black_box(doc.map(|u| u.key.to_native()));
-    };
-    measure_op(c, cfg, &Spec::new(GROUP, id, 1024, None), op)
+    })
 }
 
 // -------------------------------------------------------------------------------------------------------------
