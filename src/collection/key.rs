@@ -63,11 +63,17 @@ impl IndexKey for bool {
 /// Strings and byte strings: each 0x00 is escaped as 0x00 0xFF and the value ends with 0x00 0x00, so the encoding
 /// is prefix-free and sorts like the bytes.
 fn encode_bytes(bytes: &[u8], out: &mut Vec<u8>) {
-    for &b in bytes {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
+    out.reserve(bytes.len() + 2);
+    // Most keys hold no zero byte: one search (memchr), then one copy.
+    if bytes.contains(&0) {
+        for &b in bytes {
+            out.push(b);
+            if b == 0 {
+                out.push(0xFF);
+            }
         }
+    } else {
+        out.extend_from_slice(bytes);
     }
     out.extend_from_slice(&[0, 0]);
 }
@@ -131,6 +137,19 @@ mod tests {
                 pair[1]
             );
         }
+    }
+
+    #[test]
+    fn zero_bytes_are_escaped_and_strings_terminated() {
+        assert_eq!("".to_key_bytes(), [0, 0]);
+        assert_eq!("ab".to_key_bytes(), [b'a', b'b', 0, 0]);
+        assert_eq!(
+            b"\0a\0\0".as_slice().to_key_bytes(),
+            [0, 0xFF, b'a', 0, 0xFF, 0, 0xFF, 0, 0]
+        );
+        let mut out = vec![7];
+        "x".encode_key(&mut out);
+        assert_eq!(out, [7, b'x', 0, 0], "appends");
     }
 
     #[test]

@@ -621,7 +621,7 @@ impl Store {
             store.stored.push(StoredIndex {
                 name: index.name.into(),
                 unique: index.unique,
-                index: Arc::new(BaseIndex::new(entries, index.unique)),
+                index: Arc::new(BaseIndex::new(entries, index.unique, &store.base)),
             });
         }
         Ok(store)
@@ -1222,7 +1222,7 @@ fn base_index(
         let (_, doc) = base.at(pair[1].1);
         return Err(unique_error(def, doc, base.at(pair[0].1).0));
     }
-    Ok(BaseIndex::new(entries, def.unique))
+    Ok(BaseIndex::new(entries, def.unique, base))
 }
 
 fn unique_error(def: &IndexDef, doc: &[u8], holder: u64) -> ApplyError {
