@@ -1540,10 +1540,13 @@ pub(crate) fn encode_op(op: &Op) -> Vec<u8> {
     }
 }
 
-/// DATA payload: `op: u8`, `name_len: u16`, `name`, `id: u64`, then the document (or type label) bytes.
+/// DATA payload: `op: u8`, `name_len: u16`, `name`, `id: u64`, zero bytes up to the next multiple of 16, then the
+/// document (or type label) bytes. The log starts every payload at a multiple of 16 in its segment, so a document
+/// starts 16-byte aligned in the mapped log and a replay reads it in place.
 fn encode_raw_op(op: u8, name: &str, id: u64, body: &[u8]) -> Vec<u8> {
     let name = name.as_bytes();
-    let mut out = Vec::with_capacity(1 + 2 + name.len() + 8 + body.len());
+    let head = op_head_bytes(name.len());
+    let mut out = Vec::with_capacity(head + body.len());
     out.push(op);
     out.extend_from_slice(
         &u16::try_from(name.len())
@@ -1552,8 +1555,14 @@ fn encode_raw_op(op: u8, name: &str, id: u64, body: &[u8]) -> Vec<u8> {
     );
     out.extend_from_slice(name);
     out.extend_from_slice(&id.to_le_bytes());
+    out.resize(head, 0);
     out.extend_from_slice(body);
     out
+}
+
+/// Bytes of a DATA payload before its body, for a collection name of `name_len` bytes.
+fn op_head_bytes(name_len: usize) -> usize {
+    (1 + 2 + name_len + 8).next_multiple_of(16)
 }
 
 /// A decoded DATA record.
@@ -1568,9 +1577,16 @@ fn decode_op(payload: &[u8]) -> Option<DecodedOp<'_>> {
     let (&op, rest) = payload.split_first()?;
     let name_len = usize::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?));
     let name = std::str::from_utf8(rest.get(2..2 + name_len)?).ok()?;
-    let rest = rest.get(2 + name_len..)?;
-    let id = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-    let body = &rest[8..];
+    let id = u64::from_le_bytes(rest.get(2 + name_len..2 + name_len + 8)?.try_into().ok()?);
+    let head = op_head_bytes(name_len);
+    if payload
+        .get(1 + 2 + name_len + 8..head)?
+        .iter()
+        .any(|&b| b != 0)
+    {
+        return None;
+    }
+    let body = &payload[head..];
     match op {
         OP_PUT | OP_DECLARE => Some(DecodedOp { op, name, id, body }),
         OP_REMOVE if body.is_empty() => Some(DecodedOp { op, name, id, body }),
@@ -1775,20 +1791,21 @@ impl Replayed {
         let total = overlay.iter().filter(|writes| !writes.is_empty()).count() as u64;
         let mut done = 0;
         let mut arena = collection::arena::DocArena::default();
+        // One owner per segment for the documents read in place.
+        let mut segments: std::collections::HashMap<u64, Arc<dyn collection::SharedBytes>> =
+            std::collections::HashMap::new();
         let mut kept = Vec::with_capacity(overlay.len());
         for mut writes in overlay {
             // Stable: a document's writes stay in log order, so the last of each run of one id is its last write.
             writes.sort_by_key(|w| w.id);
-            let mut last: Vec<(u64, u64, Option<collection::arena::ArenaDoc>)> = Vec::new();
+            let mut last: Vec<(u64, u64, Option<KeptDoc>)> = Vec::new();
             for (i, ReplayedWrite { id, seq, doc }) in writes.iter().enumerate() {
                 if writes.get(i + 1).is_some_and(|next| next.id == *id) {
                     continue;
                 }
                 let doc = match doc {
                     Some((record, offset)) => {
-                        Some(arena.push(&record.payload()[*offset..]).map_err(|e| {
-                            Error::io("allocate memory for replayed documents", "", e)
-                        })?)
+                        Some(keep_doc(record, *offset, &mut segments, &mut arena)?)
                     }
                     None => None,
                 };
@@ -1807,7 +1824,13 @@ impl Replayed {
             }
             let writes: Vec<(u64, u64, Option<collection::DocBytes>)> = writes
                 .into_iter()
-                .map(|(id, seq, doc)| (id, seq, doc.map(|d| arena.doc(d))))
+                .map(|(id, seq, doc)| {
+                    let doc = doc.map(|doc| match doc {
+                        KeptDoc::InPlace(bytes) => bytes,
+                        KeptDoc::Copied(at) => arena.doc(at),
+                    });
+                    (id, seq, doc)
+                })
                 .collect();
             let state = &mut self.collections[slot];
             let (store, count) = state.store.folded(writes, self.next_ids[slot]);
@@ -1820,6 +1843,56 @@ impl Replayed {
         }
         Ok(())
     }
+}
+
+/// A replayed document's bytes: read in place from the mapped log, or (where they are not 16-byte aligned there,
+/// as in a log written by an older layout) copied into the replay's arena.
+enum KeptDoc {
+    InPlace(collection::DocBytes),
+    Copied(collection::arena::ArenaDoc),
+}
+
+/// The written prefix of a log segment as the owner of documents read in place from it.
+struct LogBytes(crate::wal::SegmentBytes);
+
+impl collection::SharedBytes for LogBytes {
+    fn bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+/// The document at `offset` in the payload of `record`: in place when it is 16-byte aligned in the mapped log
+/// (`segments` holds one owner per segment), else copied into `arena`.
+///
+/// # Errors
+/// The operating system refused memory for the arena.
+fn keep_doc(
+    record: &crate::wal::Record,
+    offset: usize,
+    segments: &mut std::collections::HashMap<u64, Arc<dyn collection::SharedBytes>>,
+    arena: &mut collection::arena::DocArena,
+) -> Result<KeptDoc> {
+    let bytes = &record.payload()[offset..];
+    if bytes.as_ptr().addr().is_multiple_of(16) {
+        let segment = record.written_segment();
+        let owner = segments
+            .entry(segment.base_lsn())
+            .or_insert_with(|| Arc::new(LogBytes(segment)));
+        let start = record.payload_position() + offset;
+        // Records of one read of the log share their segment's written prefix; anything else is copied.
+        if start + bytes.len() <= owner.bytes().len() {
+            return Ok(KeptDoc::InPlace(collection::DocBytes::shared(
+                Arc::clone(owner),
+                start,
+                bytes.len(),
+            )));
+        }
+        debug_assert!(false, "a record beyond its segment's written prefix");
+    }
+    arena
+        .push(bytes)
+        .map(KeptDoc::Copied)
+        .map_err(|e| Error::io("allocate memory for replayed documents", "", e))
 }
 
 /// Name of the manifest among the checkpoint files.
@@ -2216,6 +2289,73 @@ impl Snapshot {
         match self.version_of(collection) {
             Some(v) => v.check_indexes(&collection.defs),
             None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::{Wal, WalOptions};
+
+    #[test]
+    fn op_bodies_start_at_a_multiple_of_16_and_round_trip() {
+        for name_len in 0..40 {
+            let name = "n".repeat(name_len);
+            let body: Vec<u8> = (0..=name_len as u8).collect();
+            let payload = encode_raw_op(OP_PUT, &name, 7 + name_len as u64, &body);
+            let op = decode_op(&payload).expect("decodes");
+            assert_eq!(
+                (op.op, op.name, op.id, op.body),
+                (OP_PUT, &name[..], 7 + name_len as u64, &body[..])
+            );
+            let body_at = op.body.as_ptr().addr() - payload.as_ptr().addr();
+            assert_eq!(body_at % 16, 0, "name of {name_len} bytes");
+        }
+        let mut damaged = encode_raw_op(OP_PUT, "user", 1, b"doc");
+        damaged[1 + 2 + 4 + 8] = 1; // the one padding byte
+        assert!(decode_op(&encode_raw_op(OP_PUT, "user", 1, b"doc")).is_some());
+        assert!(decode_op(&damaged).is_none(), "padding must be zero");
+        assert!(decode_op(&encode_raw_op(OP_REMOVE, "users", 1, b"")).is_some());
+        assert!(decode_op(&encode_raw_op(OP_REMOVE, "users", 1, b"x")).is_none());
+    }
+
+    #[test]
+    fn replayed_documents_are_read_in_place_when_aligned_and_copied_otherwise() {
+        let wal = Wal::open_in_memory(WalOptions {
+            segment_size_bytes: 4096,
+            ..WalOptions::default()
+        })
+        .unwrap();
+        let doc = [0x5Au8; 40];
+        wal.append(
+            RecordKind::Data,
+            &encode_raw_op(OP_PUT, "users", 1, &doc),
+            Durability::None,
+        )
+        .unwrap();
+        let record = wal
+            .iter_from(wal.start_lsn())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let op = decode_op(record.payload()).unwrap();
+        let offset = op.body.as_ptr().addr() - record.payload().as_ptr().addr();
+        let mut segments = std::collections::HashMap::new();
+        let mut arena = collection::arena::DocArena::default();
+        match keep_doc(&record, offset, &mut segments, &mut arena).unwrap() {
+            KeptDoc::InPlace(bytes) => {
+                assert_eq!(&bytes[..], &doc[..]);
+                assert_eq!(bytes.as_ptr(), op.body.as_ptr(), "the log's own bytes");
+            }
+            KeptDoc::Copied(_) => panic!("an aligned document was copied"),
+        }
+        assert_eq!(segments.len(), 1);
+        // One byte further is not 16-byte aligned (as a document in an older layout could be): copied.
+        match keep_doc(&record, offset + 1, &mut segments, &mut arena).unwrap() {
+            KeptDoc::Copied(at) => assert_eq!(&arena.freeze().doc(at)[..], &doc[1..]),
+            KeptDoc::InPlace(_) => panic!("an unaligned document was read in place"),
         }
     }
 }

@@ -111,7 +111,7 @@ proptest! {
         let buf = one_record(offset, base, salt, kind, flags, &payload, extra);
         let span = record_span_bytes(payload.len() as u64);
         prop_assert_eq!(span % RECORD_ALIGN_BYTES, 0);
-        prop_assert!(span >= RECORD_HEADER_BYTES + payload.len() as u64 && span < RECORD_HEADER_BYTES + payload.len() as u64 + 8);
+        prop_assert!(span >= RECORD_HEADER_BYTES + payload.len() as u64 && span < RECORD_HEADER_BYTES + payload.len() as u64 + RECORD_ALIGN_BYTES);
         let r = parse_record(&buf, offset, base, salt).unwrap();
         prop_assert_eq!(
             (r.lsn, r.kind, r.flags, r.payload, r.span_bytes),

@@ -14,12 +14,13 @@
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 /// Bytes in a record header.
 pub const RECORD_HEADER_BYTES: u64 = 32;
-/// Records start at multiples of this.
-pub const RECORD_ALIGN_BYTES: u64 = 8;
+/// Records start at multiples of this, so every payload starts 16-byte aligned in its segment (and in a mapping of
+/// it): an rkyv archive placed at a multiple of 16 in a payload can be read in place.
+pub const RECORD_ALIGN_BYTES: u64 = 16;
 /// Bytes in the `meta` file.
 pub const META_BYTES: usize = 64;
-/// Format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written by this build (2: records aligned to 16 bytes instead of 8).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Magic at offset 0 of every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CSWALSEG";
@@ -440,7 +441,7 @@ mod tests {
         let r = parse_record(&seg, 64, 4096, 7).unwrap();
         assert_eq!(
             (r.lsn, r.kind, r.flags, r.payload, r.span_bytes),
-            (4160, RecordKind::Data, 0, &b"abc"[..], 40)
+            (4160, RecordKind::Data, 0, &b"abc"[..], 48)
         );
     }
 

@@ -1054,6 +1054,8 @@ pub struct Record {
     group_continues: bool,
     payload_offset: u64,
     payload_len: u64,
+    /// Bytes of the segment that were written when the record was read (this record included): never written again.
+    written: u64,
 }
 
 impl std::fmt::Debug for Record {
@@ -1092,6 +1094,54 @@ impl Record {
     #[must_use]
     pub fn end_lsn(&self) -> u64 {
         self.lsn + record_span_bytes(self.payload_len)
+    }
+    /// The bytes of this record's segment from its start to the end of what was written when the record was read
+    /// (this record included), as a handle that keeps them mapped for as long as it lives: they are never written
+    /// again (the log only appends, and truncation deletes rather than recycles a segment someone holds), so a
+    /// payload can be read in place for longer than its record. The payload is at
+    /// [`Record::payload_position`] in them, and starts at a multiple of 16 there.
+    #[must_use]
+    pub fn written_segment(&self) -> SegmentBytes {
+        SegmentBytes {
+            segment: Arc::clone(&self.segment),
+            len: self.written,
+            base_lsn: self.lsn - (self.payload_offset - RECORD_HEADER_BYTES),
+        }
+    }
+    /// Where the payload starts in [`Record::written_segment`].
+    #[must_use]
+    pub fn payload_position(&self) -> usize {
+        usize::try_from(self.payload_offset).expect("segments fit in memory")
+    }
+}
+
+/// A written prefix of one segment, kept mapped while the handle lives (see [`Record::written_segment`]).
+#[derive(Clone)]
+pub struct SegmentBytes {
+    segment: Arc<LiveSegment>,
+    len: u64,
+    base_lsn: u64,
+}
+
+impl SegmentBytes {
+    /// The bytes, borrowed from the mapping.
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        self.segment.slice(0, self.len)
+    }
+    /// The first LSN of the segment (which segment this is).
+    #[must_use]
+    pub fn base_lsn(&self) -> u64 {
+        self.base_lsn
+    }
+}
+
+impl std::fmt::Debug for SegmentBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentBytes")
+            .field("base_lsn", &self.base_lsn)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -1155,6 +1205,7 @@ impl Iterator for WalIter {
                         group_continues: rec.flags & FLAG_GROUP_CONTINUES != 0,
                         payload_offset: offset + RECORD_HEADER_BYTES,
                         payload_len: rec.payload.len() as u64,
+                        written: visible,
                         segment: file,
                     }));
                 }

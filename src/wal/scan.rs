@@ -93,7 +93,7 @@ pub fn scan_segment(segment: &[u8], base_lsn: u64, salt: u64) -> SegmentScan {
     }
 }
 
-/// Records that validate at or after `from` (8-aligned positions), as `(count, first_offset, end_of_last)`.
+/// Records that validate at or after `from` (aligned positions), as `(count, first_offset, end_of_last)`.
 ///
 /// Used to find leftovers beyond the end of the log. Cheap: a candidate must first have its LSN field equal to its
 /// position before any CRC is computed.
@@ -125,7 +125,7 @@ pub fn find_valid_records(
         }
         q += RECORD_ALIGN_BYTES;
         // A record's first 8 bytes are never all zero, so skip zero runs (the unwritten end of a segment) at
-        // memory speed: the next candidate is the 8-aligned start of the next non-zero block.
+        // memory speed: the next candidate is the aligned position at or before the next non-zero block.
         match segment.get(at + 8..).and_then(first_nonzero_block) {
             Some(nonzero) => {
                 q = q.max((at as u64 + 8 + nonzero as u64) & !(RECORD_ALIGN_BYTES - 1))
@@ -370,7 +370,7 @@ mod tests {
             (plan.records, plan.groups, plan.end_lsn),
             (1, 1, group_start)
         );
-        assert_eq!(plan.zero_ranges, vec![(0, group_start, group_start + 40)]);
+        assert_eq!(plan.zero_ranges, vec![(0, group_start, group_start + 48)]);
     }
 
     #[test]
