@@ -1014,8 +1014,9 @@ impl Inner {
         let salt = inner.wal.salt();
         let mut bytes_written = 0u64;
         let mut collections = Vec::with_capacity(names.len());
-        // The snapshots written (slot, file, indexes' names and uniqueness), for the re-base at the end.
-        let mut written: Vec<(u32, String, IndexNames)> = Vec::new();
+        // The snapshots written and read back (slot, store, indexes' names and uniqueness), for the re-base at
+        // the end.
+        let mut written: Vec<(u32, Store, IndexNames)> = Vec::new();
         for (slot, (name, declared_type, index_names)) in names.into_iter().enumerate() {
             let slot32 = u32::try_from(slot).expect("fewer than 2^32 collections");
             let unchanged = last.collections.get(slot).filter(|previous| {
@@ -1036,9 +1037,7 @@ impl Inner {
                     // The cut's store of a bound collection has the binding's indexes (binding and the cut both
                     // hold the catalog lock); an unbound one has none.
                     let indexed = store.index_count() == index_names.len();
-                    if indexed {
-                        written.push((slot32, file.clone(), index_names.clone()));
-                    }
+                    let rebase_indexes = indexed.then(|| index_names.clone());
                     let indexes = if indexed {
                         index_names
                             .into_iter()
@@ -1065,6 +1064,25 @@ impl Inner {
                     );
                     inner.files.write_durably(&file, &bytes)?;
                     bytes_written += bytes.len() as u64;
+                    drop(bytes);
+                    // Read back (checksums, structure) before a manifest can name it: a file that does not
+                    // validate now would make the next open fail, after the log before the cut is gone.
+                    let loaded = inner.load_snapshot_store(&file).map_err(|e| {
+                        let _ = inner.files.remove(&file);
+                        match e {
+                            Error::Corruption { file, offset, reason } => Error::Corruption {
+                                file,
+                                offset,
+                                reason: format!(
+                                    "does not read back after this checkpoint wrote it ({reason}); the previous checkpoint stays in force"
+                                ),
+                            },
+                            e => e,
+                        }
+                    })?;
+                    if let Some(indexes) = rebase_indexes {
+                        written.push((slot32, loaded, indexes));
+                    }
                     (Some(file), view.len() as u64)
                 }
                 _ => (None, 0),
@@ -1093,11 +1111,11 @@ impl Inner {
             .store(cut_lsn, std::sync::atomic::Ordering::Relaxed);
         *last = manifest;
         let mut rebased = 0;
-        for (slot, file, indexes) in written {
+        for (slot, snapshot, indexes) in written {
             let Some(store) = version.collections.get(slot as usize).map(|c| &c.store) else {
                 continue;
             };
-            if inner.rebase(slot, store, &file, &indexes, version.seq)? {
+            if inner.rebase(slot, store, &snapshot, &indexes, version.seq)? {
                 rebased += 1;
             }
         }
@@ -1111,12 +1129,12 @@ impl Inner {
         })
     }
 
-    /// Re-bases collection `slot`, whose store at the cut `cut` was `pinned` and whose snapshot was just written to
-    /// `file` (with `indexes`): the collection's newest store becomes one whose base is that snapshot, mapped, and
-    /// whose delta holds only what was committed after the cut. The old store stays with the snapshots taken
-    /// before, and its base (an earlier snapshot's mapping, or the documents a replay copied) goes with the last of
-    /// them. Returns whether it re-based: not if the collection was bound since the cut (another store), or if the
-    /// snapshot just written does not read back as expected (then nothing changes).
+    /// Re-bases collection `slot`, whose store at the cut `cut` was `pinned` and whose snapshot was just written
+    /// (with `indexes`) and read back as `snapshot`: the collection's newest store becomes one whose base is that
+    /// snapshot, mapped, and whose delta holds only what was committed after the cut. The old store stays with the
+    /// snapshots taken before, and its base (an earlier snapshot's mapping, or the log segments a replay read)
+    /// goes with the last of them. Returns whether it re-based: not if the collection was bound since the cut
+    /// (another store; then nothing changes).
     ///
     /// The work is done without the commit lock, except for two short holds: one to start recording the keys
     /// commits write, one (once every commit is published) to carry those over and swap the store into a new
@@ -1128,7 +1146,7 @@ impl Inner {
         &self,
         slot: u32,
         pinned: &Arc<Store>,
-        file: &str,
+        snapshot: &Store,
         indexes: &[(String, bool)],
         cut: u64,
     ) -> Result<bool> {
@@ -1142,16 +1160,13 @@ impl Inner {
             }
             self.registry.horizon().min(cut)
         };
-        let prepared = self.load_snapshot_store(file).and_then(|snapshot| {
-            let names: Vec<(&str, bool)> = indexes.iter().map(|(n, u)| (n.as_str(), *u)).collect();
-            pinned
-                .rebase_prepare(&snapshot, &names, cut, floor)
-                .map_err(|reason| Error::Corruption {
-                    file: file.into(),
-                    offset: 0,
-                    reason,
-                })
-        });
+        let names: Vec<(&str, bool)> = indexes.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+        let prepared = pinned.rebase_prepare(snapshot, &names, cut, floor);
+        debug_assert!(
+            prepared.is_ok(),
+            "a snapshot just written holds every index it was written with: {:?}",
+            prepared.as_ref().err()
+        );
         let _catalog = self.catalog.read();
         let mut state = self.commit.lock();
         let current = state.latest.collections.get(slot as usize);

@@ -987,3 +987,79 @@ fn a_checkpoint_after_reopening_an_unsynced_log_survives_power_loss() {
         "the checkpoint holds the document, and the log is whole up to its cut"
     );
 }
+
+/// Checkpoint files that damage (one flipped bit) the next snapshot written after `armed` is set, as a disk
+/// returning other bytes than it was given would.
+struct FlipNextSnapshot {
+    inner: MemFiles,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl collection_store::checkpoint::files::CheckpointFiles for FlipNextSnapshot {
+    fn write_durably(&self, name: &str, bytes: &[u8]) -> collection_store::Result<()> {
+        if name.ends_with(".snap") && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let mut damaged = bytes.to_vec();
+            let at = damaged.len() / 2;
+            damaged[at] ^= 0x10;
+            return self.inner.write_durably(name, &damaged);
+        }
+        self.inner.write_durably(name, bytes)
+    }
+    fn read(
+        &self,
+        name: &str,
+    ) -> collection_store::Result<Option<Arc<dyn collection_store::checkpoint::files::SharedBytes>>>
+    {
+        self.inner.read(name)
+    }
+    fn remove(&self, name: &str) -> collection_store::Result<()> {
+        self.inner.remove(name)
+    }
+    fn list(&self, folder: &str) -> collection_store::Result<Vec<String>> {
+        self.inner.list(folder)
+    }
+}
+
+#[test]
+fn a_snapshot_that_does_not_read_back_fails_the_checkpoint_before_the_manifest() {
+    let storage = Arc::new(MemStorage::new());
+    let files = Arc::new(FlipNextSnapshot {
+        inner: MemFiles::new(),
+        armed: false.into(),
+    });
+    let options = || Options {
+        segment_size_bytes: 4096,
+        auto_checkpoint: None,
+        ..Options::default()
+    };
+    let mut rng = SmallRng::seed_from_u64(41);
+    let mut model = Model::new();
+    let first_cut = {
+        let db = Database::open_with(storage.clone(), files.clone(), options()).unwrap();
+        let notes = db.collection("notes", spec()).unwrap();
+        churn(&db, &notes, &mut model, &mut rng, 60);
+        let first = db.checkpoint().unwrap();
+        churn(&db, &notes, &mut model, &mut rng, 60);
+        files.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        match db.checkpoint() {
+            Err(Error::Corruption { file, reason, .. }) => {
+                assert!(file.ends_with(".snap"), "{file}");
+                assert!(reason.contains("does not read back"), "{reason}");
+            }
+            other => panic!("a damaged snapshot was accepted: {other:?}"),
+        }
+        // The failed checkpoint left the previous one in force and the log whole; the next one works.
+        assert_state(&db, &notes, &model, "after the failed checkpoint");
+        churn(&db, &notes, &mut model, &mut rng, 10);
+        first.cut_lsn
+    };
+    let db = Database::open_with(storage.clone(), files.clone(), options()).unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    assert_state(&db, &notes, &model, "reopened after the failed checkpoint");
+    let next = db.checkpoint().unwrap();
+    assert!(next.cut_lsn > first_cut);
+    drop((notes, db));
+    let db = Database::open_with(storage, files, options()).unwrap();
+    let notes = db.collection("notes", spec()).unwrap();
+    assert_state(&db, &notes, &model, "reopened after the next checkpoint");
+}
