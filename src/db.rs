@@ -1054,17 +1054,26 @@ impl Inner {
                     } else {
                         Vec::new()
                     };
-                    let bytes = checkpoint::encode_snapshot(
-                        salt,
-                        version.seq,
-                        &name,
-                        store.next_id(),
-                        view.iter(),
-                        indexes,
-                    );
-                    inner.files.write_durably(&file, &bytes)?;
-                    bytes_written += bytes.len() as u64;
-                    drop(bytes);
+                    // Streamed into the file as it is serialized: the snapshot is never whole in memory.
+                    let mut docs = Some(view.iter());
+                    let mut indexes = Some(indexes);
+                    inner.files.write_durably_streamed(
+                        &file,
+                        checkpoint::HEADER_BYTES,
+                        &mut |sink| {
+                            let written = checkpoint::write_snapshot(
+                                sink,
+                                salt,
+                                version.seq,
+                                &name,
+                                store.next_id(),
+                                docs.take().expect("produced once"),
+                                indexes.take().expect("produced once"),
+                            )?;
+                            bytes_written += written.file_bytes;
+                            Ok(written.header.to_vec())
+                        },
+                    )?;
                     // Read back (checksums, structure) before a manifest can name it: a file that does not
                     // validate now would make the next open fail, after the log before the cut is gone.
                     let loaded = inner.load_snapshot_store(&file).map_err(|e| {

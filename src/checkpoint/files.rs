@@ -1,8 +1,9 @@
 //! Where checkpoint files live: a directory ([`DirFiles`]), or memory ([`MemFiles`], which can also simulate power
 //! loss at every step of a write).
 //!
-//! A file is written whole and replaced atomically ([`CheckpointFiles::write_durably`]): a temporary file is
-//! written and synced, renamed over the name, and the directory is synced. Readers get the bytes as a
+//! A file is written whole and replaced atomically ([`CheckpointFiles::write_durably`], or piece by piece as it is
+//! produced with [`CheckpointFiles::write_durably_streamed`]): a temporary file is written and synced, renamed over
+//! the name, and the directory is synced. Readers get the bytes as a
 //! [`SharedBytes`], which the database keeps as the owner of documents read in place.
 
 use std::collections::BTreeMap;
@@ -38,6 +39,26 @@ impl SharedBytes for AlignedVec {
     }
 }
 
+/// Where the bytes of a file being written go, in order (see [`CheckpointFiles::write_durably_streamed`]).
+pub trait FileSink {
+    /// Appends `bytes`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+}
+
+impl FileSink for AlignedVec {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// What produces a streamed file: it writes everything after the header into the sink, in order, then returns the
+/// header.
+pub type Produce<'a> = dyn FnMut(&mut dyn FileSink) -> Result<Vec<u8>> + 'a;
+
 /// The files of checkpoints: names are relative paths such as `MANIFEST` or `snapshots/c0-000a.snap`.
 pub trait CheckpointFiles: Send + Sync {
     /// Replaces (or creates) `name` with `bytes`, durably: once this returns, a crash leaves `bytes`; if it fails or
@@ -46,6 +67,33 @@ pub trait CheckpointFiles: Send + Sync {
     /// # Errors
     /// I/O errors ([`Error::DiskFull`] when the disk is full).
     fn write_durably(&self, name: &str, bytes: &[u8]) -> Result<()>;
+    /// [`CheckpointFiles::write_durably`] for a file produced piece by piece: `produce` writes the bytes after the
+    /// first `header_bytes` into the sink, in order, and returns the header (`header_bytes` long), which goes at
+    /// offset 0. The default gathers the file in memory; [`DirFiles`] writes (and syncs) each piece as it comes, so
+    /// the file is never whole in memory.
+    ///
+    /// # Errors
+    /// As [`CheckpointFiles::write_durably`], and `produce`'s errors (then nothing is written under `name`).
+    ///
+    /// # Panics
+    /// If the header returned is not `header_bytes` long.
+    fn write_durably_streamed(
+        &self,
+        name: &str,
+        header_bytes: usize,
+        produce: &mut Produce<'_>,
+    ) -> Result<()> {
+        let mut file = AlignedVec::new();
+        file.extend_from_slice(&vec![0; header_bytes]);
+        let header = produce(&mut file)?;
+        assert_eq!(
+            header.len(),
+            header_bytes,
+            "the header has its announced size"
+        );
+        file[..header_bytes].copy_from_slice(&header);
+        self.write_durably(name, &file)
+    }
     /// The bytes of `name`, or `None` if it does not exist.
     ///
     /// # Errors
@@ -106,33 +154,111 @@ impl DirFiles {
     }
 }
 
-impl CheckpointFiles for DirFiles {
-    fn write_durably(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.root.join(name);
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir, e))?;
-        let temp = path.with_extension("tmp");
-        let mut file = OpenOptions::new()
+/// A temporary file being written in synced pieces: the disk never holds more than one piece of it unsynced, so a
+/// commit's flush never waits behind hundreds of MB of snapshot writeback (see `WRITE_PIECE_BYTES`).
+struct PieceWriter {
+    file: File,
+    temp: PathBuf,
+    pending: Vec<u8>,
+}
+
+impl PieceWriter {
+    fn create(temp: PathBuf) -> Result<Self> {
+        let file = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .open(&temp)
             .map_err(|e| io_error("create", &temp, e))?;
-        // Written and synced piece by piece: the disk never holds more than one piece of it unsynced, so a commit's
-        // flush never waits behind hundreds of MB of snapshot writeback (see `WRITE_PIECE_BYTES`).
-        let written = bytes
-            .chunks(WRITE_PIECE_BYTES)
-            .try_for_each(|piece| file.write_all(piece).and_then(|()| file.sync_data()))
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io_error("write and fsync", &temp, e));
-        if let Err(e) = written {
-            drop(file);
+        Ok(Self {
+            file,
+            temp,
+            pending: Vec::with_capacity(WRITE_PIECE_BYTES),
+        })
+    }
+
+    /// Writes and syncs the pending bytes.
+    fn flush_piece(&mut self) -> Result<()> {
+        self.file
+            .write_all(&self.pending)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| io_error("write and fsync", &self.temp, e))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes what is pending, then `header` at offset 0, and syncs the whole file.
+    fn finish(mut self, header: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.flush_piece()?;
+        self.file
+            .write_all_at(header, 0)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| io_error("write and fsync", &self.temp, e))
+    }
+}
+
+impl FileSink for PieceWriter {
+    fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let take = bytes.len().min(WRITE_PIECE_BYTES - self.pending.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == WRITE_PIECE_BYTES {
+                self.flush_piece()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DirFiles {
+    /// Writes a temporary file for `name` with `write`, then renames it into place and syncs the directory; on any
+    /// error the temporary file is removed and nothing changes under `name`.
+    fn replace_with(
+        &self,
+        name: &str,
+        write: impl FnOnce(PieceWriter) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.root.join(name);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir, e))?;
+        let temp = path.with_extension("tmp");
+        let writer = PieceWriter::create(temp.clone())?;
+        if let Err(e) = write(writer) {
             let _ = std::fs::remove_file(&temp);
             return Err(e);
         }
-        drop(file);
         std::fs::rename(&temp, &path).map_err(|e| io_error("rename", &path, e))?;
         sync_dir(&dir)
+    }
+}
+
+impl CheckpointFiles for DirFiles {
+    fn write_durably(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.replace_with(name, |mut writer| {
+            writer.write(bytes)?;
+            writer.finish(&[])
+        })
+    }
+
+    fn write_durably_streamed(
+        &self,
+        name: &str,
+        header_bytes: usize,
+        produce: &mut Produce<'_>,
+    ) -> Result<()> {
+        self.replace_with(name, |mut writer| {
+            // Room for the header, written last.
+            writer.write(&vec![0; header_bytes])?;
+            let header = produce(&mut writer)?;
+            assert_eq!(
+                header.len(),
+                header_bytes,
+                "the header has its announced size"
+            );
+            writer.finish(&header)
+        })
     }
 
     fn read(&self, name: &str) -> Result<Option<Arc<dyn SharedBytes>>> {
@@ -324,5 +450,77 @@ impl CheckpointFiles for MemFiles {
             .filter(|n| n.starts_with(&prefix))
             .cloned()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of `len` bytes after an 8-byte header, produced in uneven pieces.
+    fn produce_into(sink: &mut dyn FileSink, len: usize) -> Result<Vec<u8>> {
+        let body: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        for piece in body.chunks(10_007) {
+            sink.write(piece)?;
+        }
+        Ok(b"HEADER!!".to_vec())
+    }
+
+    fn expected(len: usize) -> Vec<u8> {
+        let mut file = b"HEADER!!".to_vec();
+        file.extend((0..len).map(|i| (i * 7 % 251) as u8));
+        file
+    }
+
+    #[test]
+    fn streamed_files_are_whole_in_directories_and_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = DirFiles::new(dir.path()).unwrap();
+        let in_memory = MemFiles::new();
+        for files in [&on_disk as &dyn CheckpointFiles, &in_memory] {
+            for len in [
+                0,
+                1,
+                WRITE_PIECE_BYTES - 8,
+                WRITE_PIECE_BYTES,
+                3 * WRITE_PIECE_BYTES + 5,
+            ] {
+                let name = format!("snapshots/f{len}.snap");
+                files
+                    .write_durably_streamed(&name, 8, &mut |sink| produce_into(sink, len))
+                    .unwrap();
+                let read = files.read(&name).unwrap().unwrap();
+                assert_eq!(read.bytes(), &expected(len)[..], "{len} bytes");
+            }
+        }
+        assert!(
+            std::fs::read_dir(dir.path().join("snapshots"))
+                .unwrap()
+                .all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp")),
+            "no temporary file is left"
+        );
+    }
+
+    #[test]
+    fn a_producer_that_fails_leaves_the_previous_file_and_no_temporary_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = DirFiles::new(dir.path()).unwrap();
+        files.write_durably("snapshots/a.snap", b"old").unwrap();
+        let failed = files.write_durably_streamed("snapshots/a.snap", 8, &mut |sink| {
+            sink.write(&[1; 100_000])?;
+            Err(Error::InvalidOptions("the producer gave up".into()))
+        });
+        assert!(
+            matches!(failed, Err(Error::InvalidOptions(_))),
+            "{failed:?}"
+        );
+        assert_eq!(
+            files.read("snapshots/a.snap").unwrap().unwrap().bytes(),
+            b"old"
+        );
+        assert_eq!(
+            files.list("snapshots").unwrap(),
+            vec!["snapshots/a.snap".to_string()]
+        );
     }
 }

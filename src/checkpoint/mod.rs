@@ -167,21 +167,16 @@ fn corrupt(file: &str, offset: u64, reason: impl Into<String>) -> Error {
     }
 }
 
-/// The header of a container holding `archive` (whose root object is `root_len` bytes at its end).
-fn header_of(magic: [u8; 8], salt: u64, seq: u64, archive: &[u8], root_len: usize) -> Header {
-    Header {
+/// Puts `archive` (whose root object is `root_len` bytes at its end) in a container.
+fn contain(magic: [u8; 8], salt: u64, seq: u64, archive: &[u8], root_len: usize) -> AlignedVec {
+    let header = Header {
         magic,
         salt,
         seq,
         archive_len: archive.len() as u64,
         archive_crc: crc32fast::hash(archive),
         root_pos: (archive.len() - root_len) as u64,
-    }
-}
-
-/// Puts `archive` (whose root object is `root_len` bytes at its end) in a container.
-fn contain(magic: [u8; 8], salt: u64, seq: u64, archive: &[u8], root_len: usize) -> AlignedVec {
-    let header = header_of(magic, salt, seq, archive, root_len);
+    };
     let mut out = AlignedVec::with_capacity(HEADER_BYTES + archive.len());
     out.extend_from_slice(&header.encode());
     out.extend_from_slice(archive);
@@ -356,19 +351,65 @@ where
     }
 }
 
-/// Encodes the snapshot of collection `name` at commit `seq`: `docs` in ascending id order, and `indexes`. The
-/// documents are copied once, into the returned buffer (which holds the header, then the archive).
+/// An rkyv writer that hands the archive to a [`files::FileSink`] as it is serialized, keeping its length and CRC
+/// for the header.
+struct SinkWriter<'s> {
+    sink: &'s mut dyn files::FileSink,
+    pos: usize,
+    crc: crc32fast::Hasher,
+    /// The sink's error, if it failed (rkyv's error only says that it did).
+    failed: Option<Error>,
+}
+
+/// What a [`SinkWriter`] tells rkyv when its sink fails (the sink's own error is kept in the writer).
+#[derive(Debug)]
+struct SinkFailed;
+
+impl std::fmt::Display for SinkFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file's sink failed")
+    }
+}
+
+impl std::error::Error for SinkFailed {}
+
+impl rkyv::ser::Positional for SinkWriter<'_> {
+    fn pos(&self) -> usize {
+        self.pos
+    }
+}
+
+impl<E: rancor::Source> rkyv::ser::Writer<E> for SinkWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::result::Result<(), E> {
+        self.sink.write(bytes).map_err(|e| {
+            self.failed = Some(e);
+            E::new(SinkFailed)
+        })?;
+        self.crc.update(bytes);
+        self.pos += bytes.len();
+        Ok(())
+    }
+}
+
+/// Writes the archive of the snapshot of collection `name` at commit `seq` (`docs` in ascending id order, and
+/// `indexes`) into `sink` as it is serialized, each document straight from where it is; returns the container's
+/// header, which goes before it (the archive starts at offset [`HEADER_BYTES`] of the file, a multiple of 16, so
+/// alignments within it are those of the file).
+///
+/// # Errors
+/// The sink's.
 ///
 /// # Panics
 /// If a document is 4 GiB or larger (documents are limited far below that).
-pub fn encode_snapshot<'d>(
+pub fn write_snapshot<'d>(
+    sink: &mut dyn files::FileSink,
     salt: u64,
     seq: u64,
     name: &str,
     next_id: u64,
     docs: impl Iterator<Item = (u64, &'d [u8])>,
     indexes: Vec<IndexSnapshot>,
-) -> AlignedVec {
+) -> Result<WrittenSnapshot> {
     let docs: Vec<DocRef<'d>> = docs.map(|(id, bytes)| DocRef { id, bytes }).collect();
     debug_assert!(docs.windows(2).all(|w| w[0].id < w[1].id), "ids ascend");
     let body = SnapshotBodyRef {
@@ -388,21 +429,62 @@ pub fn encode_snapshot<'d>(
             })
             .collect(),
     };
-    // The archive is serialized after room for the header, in the buffer that becomes the file: rkyv's pointers
-    // are relative, and 64 is a multiple of 16, so the archive is the same as on its own.
-    let archive_bytes: usize = body.docs.iter().map(|d| d.bytes.len() + 48).sum();
-    let mut out = AlignedVec::with_capacity(HEADER_BYTES + archive_bytes);
-    out.extend_from_slice(&[0u8; HEADER_BYTES]);
-    let mut out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&body, out)
-        .expect("serializing plain data cannot fail");
-    let header = header_of(
-        SNAPSHOT_MAGIC,
+    let mut writer = SinkWriter {
+        sink,
+        pos: 0,
+        crc: crc32fast::Hasher::new(),
+        failed: None,
+    };
+    if let Err(e) = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&body, &mut writer) {
+        return Err(writer.failed.take().unwrap_or_else(|| {
+            Error::io(
+                "serialize a snapshot",
+                name,
+                std::io::Error::other(e.to_string()),
+            )
+        }));
+    }
+    let archive_len = writer.pos;
+    let header = Header {
+        magic: SNAPSHOT_MAGIC,
         salt,
         seq,
-        &out[HEADER_BYTES..],
-        size_of::<ArchivedSnapshotBody>(),
-    );
-    out[..HEADER_BYTES].copy_from_slice(&header.encode());
+        archive_len: archive_len as u64,
+        archive_crc: writer.crc.finalize(),
+        root_pos: (archive_len - size_of::<ArchivedSnapshotBody>()) as u64,
+    };
+    Ok(WrittenSnapshot {
+        header: header.encode(),
+        file_bytes: (HEADER_BYTES + archive_len) as u64,
+    })
+}
+
+/// What [`write_snapshot`] returns once the archive is in its sink.
+#[derive(Clone, Copy, Debug)]
+pub struct WrittenSnapshot {
+    /// The container's header, for offset 0 of the file.
+    pub header: [u8; HEADER_BYTES],
+    /// The file's length: header and archive.
+    pub file_bytes: u64,
+}
+
+/// The snapshot [`write_snapshot`] writes, whole in memory (header, then archive).
+///
+/// # Panics
+/// If a document is 4 GiB or larger (documents are limited far below that).
+pub fn encode_snapshot<'d>(
+    salt: u64,
+    seq: u64,
+    name: &str,
+    next_id: u64,
+    docs: impl Iterator<Item = (u64, &'d [u8])>,
+    indexes: Vec<IndexSnapshot>,
+) -> AlignedVec {
+    let mut out = AlignedVec::new();
+    out.extend_from_slice(&[0u8; HEADER_BYTES]);
+    let written = write_snapshot(&mut out, salt, seq, name, next_id, docs, indexes)
+        .expect("writing into memory cannot fail");
+    out[..HEADER_BYTES].copy_from_slice(&written.header);
     out
 }
 
