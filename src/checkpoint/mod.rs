@@ -416,18 +416,7 @@ pub fn write_snapshot<'d>(
         name,
         next_id,
         docs,
-        indexes: indexes
-            .into_iter()
-            .map(|index| SnapshotIndex {
-                name: index.name,
-                unique: index.unique,
-                entries: index
-                    .entries
-                    .into_iter()
-                    .map(|(key, id)| SnapshotEntry { key, id })
-                    .collect(),
-            })
-            .collect(),
+        indexes: stored_indexes(indexes),
     };
     let mut writer = SinkWriter {
         sink,
@@ -466,6 +455,22 @@ pub struct WrittenSnapshot {
     pub header: [u8; HEADER_BYTES],
     /// The file's length: header and archive.
     pub file_bytes: u64,
+}
+
+/// The indexes as a snapshot archives them.
+fn stored_indexes(indexes: Vec<IndexSnapshot>) -> Vec<SnapshotIndex> {
+    indexes
+        .into_iter()
+        .map(|index| SnapshotIndex {
+            name: index.name,
+            unique: index.unique,
+            entries: index
+                .entries
+                .into_iter()
+                .map(|(key, id)| SnapshotEntry { key, id })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The snapshot [`write_snapshot`] writes, whole in memory (header, then archive).
@@ -684,18 +689,7 @@ mod tests {
                         .collect(),
                 })
                 .collect(),
-            indexes: indexes()
-                .into_iter()
-                .map(|index| SnapshotIndex {
-                    name: index.name,
-                    unique: index.unique,
-                    entries: index
-                        .entries
-                        .into_iter()
-                        .map(|(key, id)| SnapshotEntry { key, id })
-                        .collect(),
-                })
-                .collect(),
+            indexes: stored_indexes(indexes()),
         };
         let expected = rkyv::to_bytes::<rancor::Error>(&owned).unwrap();
         let encoded = encode_snapshot(
