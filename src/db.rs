@@ -1869,8 +1869,8 @@ impl Replayed {
     }
 }
 
-/// A replayed document's bytes: read in place from the mapped log, or (where they are not 16-byte aligned there,
-/// as in a log written by an older layout) copied into the replay's arena.
+/// A replayed document's bytes: read in place from the mapped log, or copied into the replay's arena where they are
+/// not 16-byte aligned there (which this log format rules out: the copy is a fallback, not a path in use).
 enum KeptDoc {
     InPlace(collection::DocBytes),
     Copied(collection::arena::ArenaDoc),
@@ -2376,7 +2376,7 @@ mod tests {
             KeptDoc::Copied(_) => panic!("an aligned document was copied"),
         }
         assert_eq!(segments.len(), 1);
-        // One byte further is not 16-byte aligned (as a document in an older layout could be): copied.
+        // One byte further is not 16-byte aligned: the fallback copies it.
         match keep_doc(&record, offset + 1, &mut segments, &mut arena).unwrap() {
             KeptDoc::Copied(at) => assert_eq!(&arena.freeze().doc(at)[..], &doc[1..]),
             KeptDoc::InPlace(_) => panic!("an unaligned document was read in place"),
