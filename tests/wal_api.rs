@@ -84,7 +84,7 @@ fn every_payload_starts_16_byte_aligned_in_files_and_in_memory() {
 }
 
 #[test]
-fn a_written_segment_handle_keeps_its_bytes_through_truncation_and_new_appends() {
+fn readers_keep_their_bytes_when_segments_are_truncated() {
     for in_memory in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let wal = if in_memory {
@@ -100,12 +100,14 @@ fn a_written_segment_handle_keeps_its_bytes_through_truncation_and_new_appends()
             )
             .unwrap();
         }
+        // Records, and handles on their segments' written bytes that outlive them.
         let held: Vec<_> = wal
             .iter_from(0)
             .unwrap()
             .map(|r| {
                 let r = r.unwrap();
-                (r.written_segment(), r.payload_position(), r.payload().len())
+                let segment = (r.written_segment(), r.payload_position());
+                (r, segment)
             })
             .collect();
         let end = wal.next_lsn();
@@ -115,11 +117,29 @@ fn a_written_segment_handle_keeps_its_bytes_through_truncation_and_new_appends()
             wal.append(RecordKind::Data, &[0xEE; 200], Durability::Os)
                 .unwrap();
         }
-        for (i, (segment, at, len)) in held.iter().enumerate() {
+        for (i, (record, _)) in held.iter().enumerate() {
+            let expected = (i as u32).to_le_bytes().repeat(30);
             assert_eq!(
-                &segment.bytes()[*at..at + len],
-                &(i as u32).to_le_bytes().repeat(30)[..],
+                record.payload(),
+                &expected[..],
                 "record {i}, in memory: {in_memory}"
+            );
+        }
+        // The handles alone (records dropped) keep the bytes through more appends, rolls and truncation.
+        let segments: Vec<_> = held.into_iter().map(|(_, segment)| segment).collect();
+        let end = wal.next_lsn();
+        wal.sync().unwrap();
+        wal.truncate_before(end).unwrap();
+        for _ in 0..200u32 {
+            wal.append(RecordKind::Data, &[0xDD; 200], Durability::Os)
+                .unwrap();
+        }
+        for (i, (segment, at)) in segments.iter().enumerate() {
+            let expected = (i as u32).to_le_bytes().repeat(30);
+            assert_eq!(
+                &segment.bytes()[*at..at + expected.len()],
+                &expected[..],
+                "segment of record {i}, in memory: {in_memory}"
             );
         }
     }
@@ -247,30 +267,6 @@ fn truncate_before_removes_whole_segments_and_recycles_them() {
     let (wal, report) = Wal::open(dir.path(), small()).unwrap();
     assert_eq!(report.start_lsn, start);
     assert_eq!(payloads(&wal).len(), total);
-}
-
-#[test]
-fn readers_keep_their_bytes_when_segments_are_truncated() {
-    let wal = Wal::open_in_memory(small()).unwrap();
-    for i in 0..100u32 {
-        wal.append(
-            RecordKind::Data,
-            &i.to_le_bytes().repeat(30),
-            Durability::Os,
-        )
-        .unwrap();
-    }
-    let held: Vec<_> = wal.iter_from(0).unwrap().map(Result::unwrap).collect();
-    let end = wal.next_lsn();
-    wal.sync().unwrap();
-    wal.truncate_before(end).unwrap();
-    for _ in 0..100u32 {
-        wal.append(RecordKind::Data, &[0xEE; 200], Durability::Os)
-            .unwrap();
-    }
-    for (i, record) in held.iter().enumerate() {
-        assert_eq!(record.payload(), &(i as u32).to_le_bytes().repeat(30)[..]);
-    }
 }
 
 #[test]
