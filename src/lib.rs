@@ -35,6 +35,8 @@ pub mod db;
 #[cfg(not(loom))]
 pub mod error;
 #[cfg(not(loom))]
+pub mod json;
+#[cfg(not(loom))]
 pub mod progress;
 #[cfg(not(loom))]
 pub mod txn;
