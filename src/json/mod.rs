@@ -28,10 +28,12 @@
 
 mod compare;
 mod path;
+mod query;
 mod value;
 
 pub use compare::{compare, encode_index_key, encode_index_key_desc};
 pub use path::{Path, Reach};
+pub use query::{Constraint, Filter};
 pub use value::{
     ArchivedJson, ArchivedJsonNumber, ArchivedJsonObject, Json, JsonNumber, JsonObject, JsonRead,
     Kind,
@@ -133,7 +135,6 @@ impl JsonError {
 }
 
 /// `position` followed by `key`, dotted.
-#[allow(dead_code)] // used by the parsers of the next commit
 pub(crate) fn join(position: &str, key: &str) -> String {
     if position.is_empty() {
         key.to_owned()
