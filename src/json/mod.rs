@@ -27,13 +27,17 @@
 //! ```
 
 mod compare;
+mod options;
 mod path;
 mod query;
+mod update;
 mod value;
 
 pub use compare::{compare, encode_index_key, encode_index_key_desc};
+pub use options::{Projection, Sort};
 pub use path::{Path, Reach};
 pub use query::{Constraint, Filter};
+pub use update::{Update, deep_merge, shallow_assign};
 pub use value::{
     ArchivedJson, ArchivedJsonNumber, ArchivedJsonObject, Json, JsonNumber, JsonObject, JsonRead,
     Kind,
