@@ -28,7 +28,7 @@ use crate::collection::{
 };
 use crate::error::{Error, Result};
 use crate::progress::{self, ProgressFn, RecoveryStage};
-use crate::txn::{Op, Participant, Transaction, Vote};
+use crate::txn::{Op, Participant, Stamp, Transaction, Vote};
 use crate::wal::{Durability, RecordKind, RecoveryMode, RecoveryReport, Wal, WalOptions};
 
 /// Options for [`Database::open`].
@@ -158,6 +158,10 @@ impl Registry {
 pub(crate) struct CollectionState {
     store: Arc<Store>,
     count: usize,
+    /// The secondary indexes `store` maintains, in its order (empty until the collection is bound). Writes made
+    /// with other definitions are refused at commit ([`Error::IndexesChanged`]), so a store is only ever changed
+    /// with its own.
+    defs: Arc<[IndexDef]>,
 }
 
 impl CollectionState {
@@ -165,6 +169,7 @@ impl CollectionState {
         Self {
             store: Arc::new(Store::new(&[])),
             count: 0,
+            defs: Arc::from(Vec::new()),
         }
     }
 }
@@ -228,6 +233,11 @@ impl DbVersion {
 
     fn store(&self, slot: u32) -> Option<&Store> {
         self.collections.get(slot as usize).map(|c| &*c.store)
+    }
+
+    /// The index definitions the collection in `slot` has at this version.
+    pub(crate) fn defs(&self, slot: u32) -> Option<&Arc<[IndexDef]>> {
+        self.collections.get(slot as usize).map(|c| &c.defs)
     }
 }
 
@@ -312,6 +322,8 @@ pub(crate) struct Inner {
     listeners: Mutex<Vec<Listener>>,
     has_listeners: std::sync::atomic::AtomicBool,
     catalog: RwLock<Catalog>,
+    /// The document collections opened in this process, by name (see [`crate::documents`]).
+    pub(crate) documents: Mutex<HashMap<Arc<str>, Arc<crate::documents::Shared>>>,
     recovery: RecoveryReport,
     // Held for the life of the database: the flock on `LOCK`.
     _lock: Option<File>,
@@ -367,7 +379,12 @@ fn run_checkpointer(
         let due = behind >= policy.wal_bytes || (behind > 0 && last.elapsed() >= policy.interval);
         inner.free_retired();
         if due {
-            let outcome = inner.checkpoint();
+            // Expired documents go first, so the snapshots do not carry them.
+            let db = Database {
+                _checkpointer: None,
+                inner: Arc::clone(&inner),
+            };
+            let outcome = db.purge_all_expired().and_then(|_| inner.checkpoint());
             *inner.background_error.lock() = outcome.err().map(|e| e.to_string());
             last = std::time::Instant::now();
         }
@@ -602,6 +619,7 @@ impl Database {
             listeners: Mutex::new(Vec::new()),
             has_listeners: std::sync::atomic::AtomicBool::new(false),
             catalog: RwLock::new(catalog),
+            documents: Mutex::new(HashMap::new()),
             recovery,
             _lock: lock,
         });
@@ -708,6 +726,7 @@ impl Database {
             CollectionState {
                 store: Arc::new(indexed),
                 count,
+                defs: Arc::clone(&defs),
             },
         );
         let binding = Binding {
@@ -722,6 +741,55 @@ impl Database {
         let slot_entry = &mut catalog.slots[slot as usize];
         slot_entry.binding = Some(binding);
         let binding = slot_entry.binding.as_ref().expect("just bound");
+        Ok(Collection::from_binding(
+            &self.inner,
+            slot,
+            &slot_entry.name,
+            binding,
+        ))
+    }
+
+    /// Replaces the secondary indexes of the bound collection `collection` with `defs`, built from its newest
+    /// documents under the commit lock (writers wait; readers do not), and returns the handle that writes with
+    /// them. Snapshots taken before keep the indexes they had. A transaction that wrote to the collection through
+    /// an older handle fails at commit with [`Error::IndexesChanged`].
+    ///
+    /// # Errors
+    /// [`Error::UniqueViolation`] if the documents break a new unique index (nothing changes then);
+    /// [`Error::UnknownCollection`] for a handle of another database; [`Error::InDoubt`].
+    pub(crate) fn reindex<T: Document>(
+        &self,
+        collection: &Collection<T>,
+        defs: Vec<IndexDef>,
+    ) -> Result<Collection<T>> {
+        collection.check_owner(self)?;
+        let mut catalog = self.inner.catalog.write();
+        let mut commit = self.inner.commit.lock();
+        self.inner.wait_all_published(&commit)?;
+        self.inner.check_no_in_doubt()?;
+        let defs: Arc<[IndexDef]> = defs.into();
+        let slot = collection.slot;
+        let empty = Store::new(&[]);
+        let stored = commit.latest.store(slot).unwrap_or(&empty);
+        let (indexed, count) = stored
+            .rebuilt(&defs, &collection::validate::<T>)
+            .map_err(|e| apply_error(&collection.name, None, e))?;
+        self.inner.replace_collection(
+            &mut commit,
+            slot,
+            CollectionState {
+                store: Arc::new(indexed),
+                count,
+                defs: Arc::clone(&defs),
+            },
+        );
+        drop(commit);
+        let slot_entry = &mut catalog.slots[slot as usize];
+        let binding = slot_entry
+            .binding
+            .as_mut()
+            .expect("a collection with a handle is bound");
+        binding.defs = defs;
         Ok(Collection::from_binding(
             &self.inner,
             slot,
@@ -776,12 +844,14 @@ impl Database {
                 .as_ref()
                 .map_or_else(|| Arc::from(Vec::new()), |b| Arc::clone(&b.defs));
             let doc = (op.op == OP_PUT).then(|| collection::DocBytes::copy_from(op.body));
+            // The logged bytes carry their stamps already.
             ops.push(Op {
                 slot,
                 name: op.name.into(),
                 defs,
                 id: op.id,
                 doc,
+                stamp: None,
             });
         }
         drop(catalog);
@@ -790,6 +860,7 @@ impl Database {
         let installed = self.inner.log_and_install(
             &mut state,
             &[(RecordKind::Commit, &decision)],
+            &[],
             Durability::Sync,
             &ops,
         )?;
@@ -888,6 +959,8 @@ impl Database {
     /// [`Error::InDoubt`] while a prepared transaction awaits its decision; [`Error::Poisoned`]; I/O errors (the
     /// previous checkpoint stays in force).
     pub fn checkpoint(&self) -> Result<CheckpointInfo> {
+        // Expired documents go first, so the snapshots do not carry them.
+        self.purge_all_expired()?;
         self.inner.checkpoint()
     }
 
@@ -1193,12 +1266,14 @@ impl Inner {
         }
         pinned.rebase_finish(&rebased);
         let count = current.count;
+        let defs = Arc::clone(&current.defs);
         self.replace_collection(
             &mut state,
             slot,
             CollectionState {
                 store: Arc::new(rebased),
                 count,
+                defs,
             },
         );
         drop(state);
@@ -1291,15 +1366,18 @@ impl Inner {
         self.check_no_in_doubt()?;
         check_writes(&state.latest, snapshot, ops)?;
         let seq = state.latest.seq + 1;
+        let timed = stamp_time(ops);
+        let ops = timed.as_deref().unwrap_or(ops);
         let payloads: Vec<Vec<u8>> = ops.iter().map(encode_op).collect();
         let mut records: Vec<(RecordKind, &[u8])> = payloads
             .iter()
             .map(|p| (RecordKind::Data, p.as_slice()))
             .collect();
+        let lsn_at = end_lsn_stamps(ops);
         if participants.is_empty() {
             let seq_bytes = seq.to_le_bytes();
             records.push((RecordKind::Commit, &seq_bytes));
-            let installed = self.log_and_install(&mut state, &records, durability, ops)?;
+            let installed = self.log_and_install(&mut state, &records, &lsn_at, durability, ops)?;
             drop(state);
             return self.publish_after(installed, durability, Vec::new());
         }
@@ -1309,7 +1387,11 @@ impl Inner {
         let names: Vec<String> = participants.iter().map(|p| p.name()).collect();
         let prepare = encode_prepare(txid, ROLE_COORDINATOR, &names);
         records.push((RecordKind::Prepare, &prepare));
-        let group = self.wal.append_group(&records, Durability::None)?;
+        let group = self
+            .wal
+            .append_group_stamped(&records, Durability::None, &lsn_at)?;
+        let stamped = stamp_end_lsn(ops, group.end_lsn);
+        let ops = stamped.as_deref().unwrap_or(ops);
         self.wal.wait_durable(group.end_lsn, Durability::Sync)?;
         for (i, participant) in participants.iter().enumerate() {
             let refusal = match participant.prepare(txid) {
@@ -1331,6 +1413,7 @@ impl Inner {
         let installed = self.log_and_install(
             &mut state,
             &[(RecordKind::Commit, &decision)],
+            &[],
             Durability::Sync,
             ops,
         )?;
@@ -1381,10 +1464,19 @@ impl Inner {
         &self,
         state: &mut CommitState,
         records: &[(RecordKind, &[u8])],
+        end_lsn_at: &[(usize, usize)],
         durability: Durability,
         ops: &[Op],
     ) -> Result<Installed> {
-        let group = self.wal.append_group(records, Durability::None)?;
+        let group = self
+            .wal
+            .append_group_stamped(records, Durability::None, end_lsn_at)?;
+        let stamped = if end_lsn_at.is_empty() {
+            None
+        } else {
+            stamp_end_lsn(ops, group.end_lsn)
+        };
+        let ops = stamped.as_deref().unwrap_or(ops);
         if durability == Durability::Sync {
             state.last_sync_end = group.end_lsn;
         }
@@ -1476,6 +1568,13 @@ pub(crate) struct Installed {
 /// indexes hold.
 pub(crate) fn check_writes(latest: &DbVersion, snapshot: &DbVersion, ops: &[Op]) -> Result<()> {
     for op in ops {
+        if let Some(state) = latest.collections.get(op.slot as usize)
+            && !Arc::ptr_eq(&state.defs, &op.defs)
+        {
+            return Err(Error::IndexesChanged {
+                collection: op.name.to_string(),
+            });
+        }
         if let Some(seq) = latest.store(op.slot).and_then(|c| c.latest_seq(op.id))
             && seq > snapshot.seq
         {
@@ -1526,6 +1625,7 @@ fn apply_writes(collections: &[CollectionState], ops: &[Op], seq: u64) -> Vec<Co
         collections.resize_with(collections.len().max(slot + 1), || CollectionState {
             store: Arc::new(Store::new(defs)),
             count: 0,
+            defs: Arc::clone(defs),
         });
         let writes: Vec<Write<'_>> = writes.iter().map(|(_, w)| *w).collect();
         let state = &mut collections[slot];
@@ -1555,6 +1655,59 @@ pub(crate) fn encode_decision(seq: u64, txid: u64) -> [u8; 16] {
     out[..8].copy_from_slice(&seq.to_le_bytes());
     out[8..].copy_from_slice(&txid.to_le_bytes());
     out
+}
+
+/// `ops` with `value` written at `at(stamp)` of each stamped document, or `None` if no document is stamped.
+fn stamp_ops(ops: &[Op], at: impl Fn(Stamp) -> usize, value: u64) -> Option<Vec<Op>> {
+    if ops.iter().all(|op| op.stamp.is_none()) {
+        return None;
+    }
+    Some(
+        ops.iter()
+            .map(|op| match (&op.doc, op.stamp) {
+                (Some(doc), Some(stamp)) => {
+                    let mut bytes = doc.as_bytes().to_vec();
+                    let at = at(stamp);
+                    bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+                    Op {
+                        doc: Some(collection::DocBytes::copy_from(&bytes)),
+                        ..op.clone()
+                    }
+                }
+                _ => op.clone(),
+            })
+            .collect(),
+    )
+}
+
+/// `ops` with the commit time written into their stamped documents (`None`: nothing is stamped).
+pub(crate) fn stamp_time(ops: &[Op]) -> Option<Vec<Op>> {
+    if ops.iter().all(|op| op.stamp.is_none()) {
+        return None;
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    stamp_ops(ops, |s| s.time_ms_at, now_ms)
+}
+
+/// `ops` with `end_lsn` written into their stamped documents, as the log group's stamps wrote it into their records
+/// (`None`: nothing is stamped).
+pub(crate) fn stamp_end_lsn(ops: &[Op], end_lsn: u64) -> Option<Vec<Op>> {
+    stamp_ops(ops, |s| s.end_lsn_at, end_lsn)
+}
+
+/// Where each stamped document's end-LSN field lies when `ops` encode (in order) a log group's first records:
+/// `(record index, offset in the payload)`, for [`Wal::append_group_stamped`].
+pub(crate) fn end_lsn_stamps(ops: &[Op]) -> Vec<(usize, usize)> {
+    ops.iter()
+        .enumerate()
+        .filter_map(|(i, op)| {
+            let stamp = op.stamp?;
+            op.doc.as_ref()?;
+            Some((i, op_head_bytes(op.name.len()) + stamp.end_lsn_at))
+        })
+        .collect()
 }
 
 pub(crate) fn encode_op(op: &Op) -> Vec<u8> {
@@ -1861,6 +2014,7 @@ impl Replayed {
             *state = CollectionState {
                 store: Arc::new(store),
                 count,
+                defs: Arc::clone(&state.defs),
             };
             done += 1;
             progress::report(progress, RecoveryStage::Fold, done, total);
@@ -1991,6 +2145,7 @@ fn load_checkpoint(
         collections.push(CollectionState {
             store: Arc::new(store),
             count,
+            defs: Arc::from(Vec::new()),
         });
         done += 1;
         progress::report(progress, RecoveryStage::Snapshots, done, total);
@@ -2160,6 +2315,25 @@ impl<T: Document> Collection<T> {
     }
 }
 
+/// The entries `def` would hold for the documents of `view` whose keys lie between `start` and `end`, in index order
+/// (key, then id), computed from the documents: the index read of a view whose store does not maintain `def`.
+pub(crate) fn scanned_entries(
+    view: View<'_>,
+    def: &IndexDef,
+    start: &Bound<Vec<u8>>,
+    end: &Bound<Vec<u8>>,
+) -> Vec<(Vec<u8>, u64)> {
+    let mut entries: Vec<(Vec<u8>, u64)> = view
+        .iter()
+        .filter_map(|(id, doc)| {
+            let key = def.key_of(doc)?;
+            crate::txn::in_bounds(&key, start, end).then_some((key, id))
+        })
+        .collect();
+    entries.sort_unstable();
+    entries
+}
+
 /// A consistent, immutable view of the database. Holding it never blocks writers.
 #[derive(Clone)]
 pub struct Snapshot {
@@ -2184,6 +2358,17 @@ impl Snapshot {
     #[must_use]
     pub fn seq(&self) -> u64 {
         self.version.seq
+    }
+
+    /// Whether this snapshot's indexes of `collection` are the handle's: not so in a snapshot taken before the
+    /// collection was bound in this process (its store had no indexes yet) or before its indexes changed. Index
+    /// reads then scan ([`scanned_entries`]).
+    pub(crate) fn indexes_current<T: Document>(&self, collection: &Collection<T>) -> bool {
+        collection.db_id == self.db_id
+            && self
+                .version
+                .defs(collection.slot)
+                .is_some_and(|d| Arc::ptr_eq(d, &collection.defs))
     }
 
     /// The collection's version here; `None` for a handle of another database (whose slot means nothing here).
@@ -2238,7 +2423,16 @@ impl Snapshot {
             return Ok(Box::new(std::iter::empty()));
         };
         let (start, end) = collection::key::encode_bounds(&range);
-        let ids = version.index_range(position, start, end);
+        let ids: Box<dyn DoubleEndedIterator<Item = u64> + 's> = if self.indexes_current(collection)
+        {
+            Box::new(version.index_range(position, start, end))
+        } else {
+            Box::new(
+                scanned_entries(version, &collection.defs[position], &start, &end)
+                    .into_iter()
+                    .map(|(_, id)| id),
+            )
+        };
         Ok(Box::new(ids.map(move |id| {
             let doc = version.get(id).expect("index entries point at documents");
             (id, collection::archived::<T>(doc))
@@ -2285,6 +2479,9 @@ impl Snapshot {
         let Some(version) = self.version_of(collection) else {
             return Ok(None);
         };
+        if !self.indexes_current(collection) {
+            return Ok(self.find(collection, index, key)?.next());
+        }
         thread_local! {
             /// Where lookup keys are encoded (an allocation per lookup was a tenth of a lookup's time).
             static ENCODED: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };

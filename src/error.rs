@@ -148,6 +148,33 @@ pub enum Error {
         /// The id.
         id: u64,
     },
+    /// The collection's indexes were created or dropped after this transaction wrote to it; retry the transaction.
+    #[error(
+        "the indexes of collection {collection:?} changed while this transaction wrote to it; retry it"
+    )]
+    IndexesChanged {
+        /// The collection.
+        collection: String,
+    },
+    /// A JSON document, query, update or path was refused; the error says where in it.
+    #[error(transparent)]
+    Json(#[from] crate::json::JsonError),
+    /// A document lacks a field that a `required` index needs.
+    #[error("a document of {collection:?} lacks {path:?}, which index {index:?} requires")]
+    MissingField {
+        /// The collection.
+        collection: String,
+        /// The index.
+        index: String,
+        /// The missing path.
+        path: String,
+    },
+    /// A collection of that name exists already.
+    #[error("collection {collection:?} exists already")]
+    CollectionExists {
+        /// The collection.
+        collection: String,
+    },
     /// No index of that name.
     #[error("collection {collection:?} has no index {index:?}")]
     UnknownIndex {

@@ -33,6 +33,8 @@ pub mod collection;
 #[cfg(not(loom))]
 pub mod db;
 #[cfg(not(loom))]
+pub mod documents;
+#[cfg(not(loom))]
 pub mod error;
 #[cfg(not(loom))]
 pub mod json;
@@ -50,6 +52,8 @@ pub use db::{
     AutoCheckpoint, Change, CheckpointInfo, Collection, CommitInfo, Database, Docs, InDoubt,
     Options, Snapshot,
 };
+#[cfg(not(loom))]
+pub use documents::{Definition, Documents, IdGenerator, IndexSpec, Patch, Query};
 #[cfg(not(loom))]
 pub use error::{Error, Result};
 #[cfg(not(loom))]

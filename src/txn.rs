@@ -17,7 +17,8 @@ use crate::collection::merge::Union;
 use crate::collection::{self, DocBytes, Document, IndexDef, IndexKey};
 use crate::db::{
     Collection, CommitInfo, CommitState, Database, DbVersion, Docs, ROLE_PARTICIPANT, check_writes,
-    encode_decision, encode_op, encode_prepare,
+    encode_decision, encode_op, encode_prepare, end_lsn_stamps, scanned_entries, stamp_end_lsn,
+    stamp_time,
 };
 use crate::error::{Error, Result};
 use crate::wal::{Durability, RecordKind};
@@ -31,6 +32,18 @@ pub(crate) struct Op {
     pub(crate) id: u64,
     /// The new document, or `None` for a removal.
     pub(crate) doc: Option<DocBytes>,
+    /// Where the document takes its commit's stamp, if it does.
+    pub(crate) stamp: Option<Stamp>,
+}
+
+/// Where a document's bytes take its commit's stamp, each a `u64` (little-endian) at a byte offset into the
+/// document: the end LSN of the log group that holds the write ([`crate::wal::Wal::append_group_stamped`]), and
+/// the commit's time in milliseconds since the Unix epoch. Until commit both hold whatever was serialized (zero).
+/// The stamped bytes are what the log holds, so a replay reads the same values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub(crate) end_lsn_at: usize,
+    pub(crate) time_ms_at: usize,
 }
 
 /// A participant's answer to PREPARE.
@@ -110,6 +123,11 @@ impl<'db> Transaction<'db> {
             savepoints: Vec::new(),
             participants: Vec::new(),
         }
+    }
+
+    /// The version this transaction reads (under its own writes).
+    pub(crate) fn snapshot_version(&self) -> &DbVersion {
+        &self.snapshot
     }
 
     /// The document with this id as this transaction sees it: its own writes over its snapshot.
@@ -210,17 +228,28 @@ impl<'db> Transaction<'db> {
             })
             .collect();
         own.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        let seen = self
+        let current = self
             .snapshot
-            .collection(slot)
-            .into_iter()
-            .flat_map(move |v| {
-                v.index_entries(position, start.clone(), end.clone())
-                    .filter(move |(_, id)| !self.latest.contains_key(&(slot, *id)))
-                    .map(move |(key, id)| {
-                        let doc = v.get(id).expect("index entries point at documents");
-                        (key.key().to_vec(), id, doc)
-                    })
+            .defs(slot)
+            .is_some_and(|d| Arc::ptr_eq(d, &collection.defs));
+        let view = self.snapshot.collection(slot);
+        // A snapshot from before the collection was bound (or its indexes changed) has no such index: scan.
+        let scanned = match view {
+            Some(v) if !current => scanned_entries(v, def, &start, &end),
+            _ => Vec::new(),
+        };
+        let indexed = view.filter(|_| current).into_iter().flat_map(move |v| {
+            v.index_entries(position, start.clone(), end.clone())
+                .map(|(key, id)| (key.key().to_vec(), id))
+        });
+        let seen = indexed
+            .chain(scanned)
+            .filter(move |(_, id)| !self.latest.contains_key(&(slot, *id)))
+            .map(move |(key, id)| {
+                let doc = view
+                    .and_then(|v| v.get(id))
+                    .expect("index entries point at documents");
+                (key, id, doc)
             });
         Ok(Box::new(
             Union::new(seen, own.into_iter(), |a, b| (&a.0, a.1).cmp(&(&b.0, b.1)))
@@ -278,6 +307,22 @@ impl<'db> Transaction<'db> {
     }
 
     fn push<T: Document>(&mut self, collection: &Collection<T>, id: u64, doc: Option<DocBytes>) {
+        self.push_stamped(collection, id, doc, None);
+    }
+
+    fn push_stamped<T: Document>(
+        &mut self,
+        collection: &Collection<T>,
+        id: u64,
+        doc: Option<DocBytes>,
+        stamp: Option<Stamp>,
+    ) {
+        debug_assert!(
+            stamp.is_none_or(|s| doc
+                .as_ref()
+                .is_some_and(|d| { s.end_lsn_at + 8 <= d.len() && s.time_ms_at + 8 <= d.len() })),
+            "a stamp lies inside its document"
+        );
         self.latest.insert((collection.slot, id), self.ops.len());
         self.ops.push(Op {
             slot: collection.slot,
@@ -285,7 +330,29 @@ impl<'db> Transaction<'db> {
             defs: Arc::clone(&collection.defs),
             id,
             doc,
+            stamp,
         });
+    }
+
+    /// Inserts or replaces document `id` with `value`, whose bytes take the commit's end LSN and time at the
+    /// offsets `stamp` gives (computed from the serialized bytes' length).
+    ///
+    /// # Errors
+    /// As [`Transaction::put`].
+    pub(crate) fn put_stamped<T: Document>(
+        &mut self,
+        collection: &Collection<T>,
+        id: u64,
+        value: &T,
+        stamp: impl FnOnce(usize) -> Stamp,
+    ) -> Result<()> {
+        let bytes = self.serialize(collection, value)?;
+        collection
+            .ids
+            .fetch_max(id.saturating_add(1), Ordering::Relaxed);
+        let stamp = stamp(bytes.len());
+        self.push_stamped(collection, id, Some(bytes), Some(stamp));
+        Ok(())
     }
 
     /// Inserts a new document and returns its id: allocated by auto-increment, or taken from the document by the
@@ -471,6 +538,8 @@ struct DatabaseParticipant {
 struct Prepared {
     txid: u64,
     state: ArcMutexGuard<RawMutex, CommitState>,
+    /// The writes as PREPARE logged them.
+    ops: Vec<Op>,
 }
 
 const PREPARE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -494,16 +563,23 @@ impl Participant for DatabaseParticipant {
         if let Err(e) = check_writes(&state.latest, &self.snapshot, &self.ops) {
             return Ok(Vote::Abort(e.to_string()));
         }
-        let payloads: Vec<Vec<u8>> = self.ops.iter().map(encode_op).collect();
+        let timed = stamp_time(&self.ops);
+        let ops = timed.as_deref().unwrap_or(&self.ops);
+        let payloads: Vec<Vec<u8>> = ops.iter().map(encode_op).collect();
         let prepare = encode_prepare(txid, ROLE_PARTICIPANT, &[]);
         let mut records: Vec<(RecordKind, &[u8])> = payloads
             .iter()
             .map(|p| (RecordKind::Data, p.as_slice()))
             .collect();
         records.push((RecordKind::Prepare, &prepare));
-        let group = inner.wal.append_group(&records, Durability::None)?;
+        let group =
+            inner
+                .wal
+                .append_group_stamped(&records, Durability::None, &end_lsn_stamps(ops))?;
+        // What COMMIT applies: the writes as PREPARE logged them, stamps included.
+        let ops = stamp_end_lsn(ops, group.end_lsn).unwrap_or_else(|| ops.to_vec());
         inner.wal.wait_durable(group.end_lsn, Durability::Sync)?;
-        *self.prepared.lock() = Some(Prepared { txid, state });
+        *self.prepared.lock() = Some(Prepared { txid, state, ops });
         Ok(Vote::Commit)
     }
 
@@ -511,6 +587,7 @@ impl Participant for DatabaseParticipant {
         let Some(Prepared {
             txid: prepared,
             mut state,
+            ops,
         }) = self.prepared.lock().take()
         else {
             return Ok(()); // already applied: commit is idempotent
@@ -522,8 +599,9 @@ impl Participant for DatabaseParticipant {
         let installed = inner.log_and_install(
             &mut state,
             &[(RecordKind::Commit, &decision)],
+            &[],
             Durability::Sync,
-            &self.ops,
+            &ops,
         )?;
         drop(state);
         inner
@@ -541,7 +619,7 @@ impl Participant for DatabaseParticipant {
 }
 
 /// Whether the encoded key `key` lies between `start` and `end`.
-fn in_bounds(key: &[u8], start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
+pub(crate) fn in_bounds(key: &[u8], start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
     let above = match start {
         Bound::Included(s) => key >= s.as_slice(),
         Bound::Excluded(s) => key > s.as_slice(),

@@ -360,3 +360,42 @@ fn a_handle_of_another_database_reads_nothing_there() {
     ));
     assert!(db2.begin().get(&users, id).is_none());
 }
+
+/// Regression: a snapshot (or transaction) taken before a recovered collection was bound in this process has a
+/// store without its indexes; index reads through the new handle used to find nothing there. They now scan.
+#[test]
+fn index_reads_of_a_snapshot_from_before_the_binding_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::open(dir.path(), Options::default()).unwrap();
+        let users = db.collection("users", spec()).unwrap();
+        db.insert(&users, &user("ann", 30, None)).unwrap();
+        db.insert(&users, &user("bob", 40, Some("x"))).unwrap();
+    }
+    let db = Database::open(dir.path(), Options::default()).unwrap();
+    let before = db.read();
+    let tx = db.begin();
+    let users = db.collection("users", spec()).unwrap();
+    let found = before
+        .find_one(&users, "email", &"bob@x.io".to_string())
+        .unwrap()
+        .map(|(_, u)| u.name.to_string());
+    assert_eq!(found.as_deref(), Some("bob"));
+    let ages: Vec<u32> = before
+        .range(&users, "age", 0u32..=100)
+        .unwrap()
+        .map(|(_, u)| u.age.to_native())
+        .collect();
+    assert_eq!(ages, vec![30, 40]);
+    let in_tx: Vec<u32> = tx
+        .range(&users, "age", 35u32..)
+        .unwrap()
+        .map(|(_, u)| u.age.to_native())
+        .collect();
+    assert_eq!(in_tx, vec![40]);
+    // The same reads from a snapshot taken after the binding go through the index.
+    assert_eq!(
+        db.read().range(&users, "age", 0u32..=100).unwrap().count(),
+        2
+    );
+}

@@ -454,3 +454,46 @@ fn a_log_of_the_previous_format_version_is_refused_by_name() {
         other => panic!("expected a format version error, got {other:?}"),
     }
 }
+
+#[test]
+fn stamped_groups_carry_their_end_lsn_where_asked_and_refuse_stamps_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path(), small()).unwrap();
+        wal.append(RecordKind::Data, b"before", Durability::None)
+            .unwrap();
+        let first = vec![7u8; 24];
+        let second = vec![9u8; 16];
+        let group = wal
+            .append_group_stamped(
+                &[(RecordKind::Data, &first), (RecordKind::Commit, &second)],
+                Durability::Sync,
+                &[(0, 0), (0, 16), (1, 4)],
+            )
+            .unwrap();
+        let end = group.end_lsn.to_le_bytes();
+        let mut want_first = first.clone();
+        want_first[..8].copy_from_slice(&end);
+        want_first[16..].copy_from_slice(&end);
+        let mut want_second = second.clone();
+        want_second[4..12].copy_from_slice(&end);
+        let read = payloads(&wal);
+        assert_eq!(read[1], (group.first_lsn, want_first.clone()));
+        assert_eq!(read[2].1, want_second);
+        for bad in [(0, 17), (2, 0), (1, usize::MAX)] {
+            let err = wal
+                .append_group_stamped(
+                    &[(RecordKind::Data, &first), (RecordKind::Commit, &second)],
+                    Durability::None,
+                    &[bad],
+                )
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidOptions(_)), "{bad:?}: {err}");
+        }
+        drop(wal);
+        // The stamps are in the checksummed records: they come back after a reopen.
+        let (wal, report) = Wal::open(dir.path(), small()).unwrap();
+        assert_eq!(report.records, 3);
+        assert_eq!(payloads(&wal)[1].1, want_first);
+    }
+}

@@ -236,6 +236,22 @@ pub struct IndexDef {
 }
 
 impl IndexDef {
+    /// An index over untyped archive bytes: `extract` gives a document's encoded key (`None`: not indexed) and
+    /// `describe` the readable form of its key for error messages.
+    pub(crate) fn raw(
+        name: &str,
+        unique: bool,
+        extract: impl Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync + 'static,
+        describe: impl Fn(&[u8]) -> String + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            unique,
+            extract: Arc::new(extract),
+            describe: Arc::new(describe),
+        }
+    }
+
     /// The encoded key of the document `doc` (archive bytes of the collection's type), or `None` if the index
     /// skips it.
     #[must_use]
@@ -272,6 +288,15 @@ impl<T: Document> Spec<T> {
     pub fn new() -> Self {
         Self {
             indexes: Vec::new(),
+            primary_key: None,
+            _type: PhantomData,
+        }
+    }
+
+    /// A spec with these (already erased) secondary indexes and auto-increment ids.
+    pub(crate) fn from_defs(indexes: Vec<IndexDef>) -> Self {
+        Self {
+            indexes,
             primary_key: None,
             _type: PhantomData,
         }

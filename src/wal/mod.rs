@@ -537,11 +537,35 @@ impl Wal {
         records: &[(RecordKind, &[u8])],
         durability: Durability,
     ) -> Result<AppendedGroup> {
+        self.append_group_stamped(records, durability, &[])
+    }
+
+    /// As [`Wal::append_group`], and writes the group's end LSN (`u64`, little-endian) into the payloads at each
+    /// `(record index, byte offset)` of `end_lsn_at` before they are checksummed and copied, so that a record can
+    /// name the group it belongs to. Only the stamped records are copied to be patched.
+    ///
+    /// # Errors
+    /// As [`Wal::append_group`]; a stamp outside its record is [`Error::InvalidOptions`].
+    pub fn append_group_stamped(
+        &self,
+        records: &[(RecordKind, &[u8])],
+        durability: Durability,
+        end_lsn_at: &[(usize, usize)],
+    ) -> Result<AppendedGroup> {
         self.check_poison()?;
         if records.is_empty() || records.iter().any(|(k, _)| *k == RecordKind::Pad) {
             return Err(Error::InvalidOptions(
                 "a group needs at least one record and no PAD records".into(),
             ));
+        }
+        if let Some((record, offset)) = end_lsn_at.iter().find(|(record, offset)| {
+            records
+                .get(*record)
+                .is_none_or(|(_, payload)| offset.saturating_add(8) > payload.len())
+        }) {
+            return Err(Error::InvalidOptions(format!(
+                "an LSN stamp at offset {offset} of record {record} lies outside the group's payloads"
+            )));
         }
         let mut total = 0u64;
         for (_, payload) in records {
@@ -578,9 +602,25 @@ impl Wal {
         }
         let lsn = reservation.lsn;
         self.wait_for_space(lsn + total)?;
+        // The stamped records' payloads, patched with the group's end LSN (known once reserved).
+        let mut stamped: Vec<(usize, Vec<u8>)> = Vec::new();
+        for &(record, offset) in end_lsn_at {
+            let position = match stamped.iter().position(|(r, _)| *r == record) {
+                Some(position) => position,
+                None => {
+                    stamped.push((record, records[record].1.to_vec()));
+                    stamped.len() - 1
+                }
+            };
+            stamped[position].1[offset..offset + 8].copy_from_slice(&(lsn + total).to_le_bytes());
+        }
         let mut at = lsn;
         let mut first_word = 0;
         for (i, (kind, payload)) in records.iter().enumerate() {
+            let payload: &[u8] = stamped
+                .iter()
+                .find(|(r, _)| *r == i)
+                .map_or(payload, |(_, patched)| patched);
             let flags = if i + 1 < records.len() {
                 FLAG_GROUP_CONTINUES
             } else {
