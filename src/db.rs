@@ -365,6 +365,7 @@ fn run_checkpointer(
 ) {
     let tick = policy.interval.min(Duration::from_secs(1));
     let mut last = std::time::Instant::now();
+    let mut last_purge = std::time::Instant::now();
     loop {
         let _ = wake.recv_timeout(tick);
         if stop.load(std::sync::atomic::Ordering::Acquire) {
@@ -378,6 +379,17 @@ fn run_checkpointer(
         );
         let due = behind >= policy.wal_bytes || (behind > 0 && last.elapsed() >= policy.interval);
         inner.free_retired();
+        if !due && last_purge.elapsed() >= policy.interval {
+            // Expired documents go even when nothing is written (their commit then makes a checkpoint due).
+            let db = Database {
+                _checkpointer: None,
+                inner: Arc::clone(&inner),
+            };
+            if let Err(e) = db.purge_all_expired() {
+                *inner.background_error.lock() = Some(e.to_string());
+            }
+            last_purge = std::time::Instant::now();
+        }
         if due {
             // Expired documents go first, so the snapshots do not carry them.
             let db = Database {
@@ -385,6 +397,7 @@ fn run_checkpointer(
                 inner: Arc::clone(&inner),
             };
             let outcome = db.purge_all_expired().and_then(|_| inner.checkpoint());
+            last_purge = std::time::Instant::now();
             *inner.background_error.lock() = outcome.err().map(|e| e.to_string());
             last = std::time::Instant::now();
         }

@@ -1291,7 +1291,50 @@ impl Documents {
         Ok(versions.into_iter().map(|(_, v)| v).collect())
     }
 
-    /// Removes the documents that have expired; returns how many. Runs at every checkpoint.
+    /// The expired documents' rows and ids, through the TTL index: the numbers below the cut-off, every string
+    /// (RFC 3339 times do not sort by time in general) and the multi-key bucket, each checked.
+    fn expired_rows<S: Source>(state: &State, source: &S) -> Result<Vec<(u64, Value)>> {
+        let now = now_ms();
+        let Some(ttl) = &state.definition.ttl else {
+            return Ok(Vec::new());
+        };
+        let candidates: Vec<(u64, &ArchivedJson)> = if source.indexes_current(&state.collection) {
+            let key = |value: &Value| {
+                let mut key = vec![KEY_SCALAR];
+                json::encode_index_key(value, false, &mut key);
+                key
+            };
+            let cut_off = now.saturating_sub(ttl.after_ms);
+            let after_null =
+                prefix_end(&key(&Value::Null)).map_or(Bound::Unbounded, Bound::Included);
+            let ranges = [
+                (after_null, Bound::Excluded(key(&Value::from(cut_off)))),
+                (
+                    Bound::Included(key(&Value::from(""))),
+                    Bound::Excluded(key(&Value::Object(serde_json::Map::new()))),
+                ),
+                (
+                    Bound::Included(vec![KEY_MULTI]),
+                    Bound::Excluded(vec![KEY_MULTI + 1]),
+                ),
+            ];
+            let mut rows = Vec::new();
+            for (start, end) in ranges {
+                rows.extend(source.index_rows(&state.collection, TTL_INDEX, start, end)?);
+            }
+            rows
+        } else {
+            source.rows(&state.collection).collect()
+        };
+        Ok(candidates
+            .into_iter()
+            .filter(|(_, doc)| Self::expired(state, *doc, now))
+            .map(|(row, doc)| (row, state.id_of(doc)))
+            .collect())
+    }
+
+    /// Removes the documents that have expired; returns how many. Every checkpoint runs it first (for the
+    /// collections opened in the process), and so does the background checkpointer at each of its intervals.
     ///
     /// # Errors
     /// As a commit.
@@ -1301,12 +1344,7 @@ impl Documents {
             return Ok(0);
         }
         let mut tx = db.begin();
-        let now = now_ms();
-        let rows: Vec<(u64, Value)> = tx
-            .iter(&state.collection)
-            .filter(|(_, doc)| Self::expired(&state, *doc, now))
-            .map(|(row, doc)| (row, state.id_of(doc)))
-            .collect();
+        let rows = Self::expired_rows(&state, &tx)?;
         for (row, id) in &rows {
             tx.remove(&state.collection, *row)?;
             state.record(&mut tx, id, None)?;

@@ -1057,3 +1057,46 @@ fn ttl_audit_and_rotation_survive_power_loss() {
         "one transaction moved it"
     );
 }
+
+#[test]
+fn the_background_checkpointer_purges_expired_documents_even_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(
+        dir.path(),
+        Options {
+            auto_checkpoint: Some(collection_store::AutoCheckpoint {
+                wal_bytes: 1 << 40,
+                interval: Duration::from_millis(100),
+            }),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let events = db
+        .create_documents(
+            "events",
+            Definition::default().ttl("at", Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Expires 300 ms from now; a checkpoint right after the insert leaves nothing for the next one to do.
+    insert_all(
+        &db,
+        &events,
+        &[
+            json!({"at": now_ms - 3_600_000 + 300}),
+            json!({"at": now_ms}),
+        ],
+    );
+    db.checkpoint().unwrap();
+    assert_eq!(db.read().count(&events.collection()), 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.read().count(&events.collection()) != 1 {
+        assert!(std::time::Instant::now() < deadline, "never purged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(db.background_checkpoint_error(), None);
+}

@@ -138,6 +138,29 @@ impl JsonError {
     }
 }
 
+/// Parses JSON text (a document, query, update, ...). Text that is not JSON is an [`ErrorKind::Malformed`] error whose
+/// position is `line L column C` of the text.
+///
+/// # Errors
+/// As above.
+pub fn parse(text: &str) -> Result<serde_json::Value, JsonError> {
+    serde_json::from_str(text).map_err(|e| {
+        let position = format!("line {} column {}", e.line(), e.column());
+        let message = match e.classify() {
+            serde_json::error::Category::Eof => {
+                "the text ends before the JSON value does".to_owned()
+            }
+            _ => {
+                let full = e.to_string();
+                // serde_json appends " at line L column C": the position says it already.
+                full.rsplit_once(" at line ")
+                    .map_or(full.clone(), |(m, _)| m.to_owned())
+            }
+        };
+        JsonError::new(ErrorKind::Malformed, &position, message)
+    })
+}
+
 /// `position` followed by `key`, dotted.
 pub(crate) fn join(position: &str, key: &str) -> String {
     if position.is_empty() {

@@ -53,3 +53,17 @@ pub(crate) fn arb_number() -> impl Strategy<Value = Value> {
             .prop_map(Value::from),
     ]
 }
+
+#[test]
+fn malformed_text_is_refused_with_its_line_and_column() {
+    let e = super::parse("{\"a\": 1,\n  \"b\": }").unwrap_err();
+    assert_eq!(e.kind, super::ErrorKind::Malformed);
+    assert_eq!(e.position, "line 2 column 8");
+    assert!(e.message.contains("expected value"), "{e}");
+    let e = super::parse("[1, 2").unwrap_err();
+    assert!(e.message.contains("ends before"), "{e}");
+    assert_eq!(
+        super::parse(" {\"a\": [1]} ").unwrap(),
+        serde_json::json!({"a": [1]})
+    );
+}
