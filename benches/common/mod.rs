@@ -435,6 +435,8 @@ pub fn verdict(met: bool) -> &'static str {
 
 /// Criterion id of the durable floor: `pwrite` of 256 B + `fdatasync`, into a zero-filled file.
 pub const DURABLE_FLOOR_ID: &str = "floor_pwrite_fdatasync_256";
+/// What every durable floor's id starts with (then its size in bytes).
+const FLOOR_PREFIX: &str = "floor_pwrite_fdatasync_";
 
 /// A durable operation and its floor, measured one after the other and then interleaved.
 pub struct FloorVs {
@@ -468,20 +470,42 @@ pub fn durable_vs_floor(
     dir: &Path,
     spec: &Spec<'_>,
     stats: impl Fn() -> WalStats,
+    subject: impl FnMut(),
+) -> FloorVs {
+    durable_vs_sized_floor(c, cfg, dir, spec, RECORD_BYTES, stats, subject)
+}
+
+/// [`durable_vs_floor`] with a floor that writes `floor_bytes` per operation (the bytes the subject logs), named
+/// `floor_pwrite_fdatasync_<floor_bytes>`.
+pub fn durable_vs_sized_floor(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    dir: &Path,
+    spec: &Spec<'_>,
+    floor_bytes: usize,
+    stats: impl Fn() -> WalStats,
     mut subject: impl FnMut(),
 ) -> FloorVs {
     let mut rows = Vec::new();
     let floor = zero_filled_file(&dir.join("floor.dat"), cfg.file_bytes).expect("floor file");
     let mut off = 0u64;
     let mut i = 0u64;
+    let mut bytes = vec![0u8; floor_bytes];
     let mut floor_op = || {
         i += 1;
-        floor.write_all_at(&payload(i), off).expect("pwrite");
+        for (j, chunk) in bytes.chunks_mut(RECORD_BYTES).enumerate() {
+            chunk.copy_from_slice(&payload(i + j as u64)[..chunk.len()]);
+        }
+        if off + floor_bytes as u64 > cfg.file_bytes {
+            off = 0;
+        }
+        floor.write_all_at(&bytes, off).expect("pwrite");
         floor.sync_data().expect("fdatasync");
-        off = (off + RECORD_BYTES as u64) % cfg.file_bytes;
+        off += floor_bytes as u64;
     };
 
-    let floor_spec = Spec::new(spec.group, DURABLE_FLOOR_ID, 1, spec.disk);
+    let floor_id = format!("floor_pwrite_fdatasync_{floor_bytes}");
+    let floor_spec = Spec::new(spec.group, &floor_id, 1, spec.disk);
     rows.extend(measure_op(c, cfg, &floor_spec, &mut floor_op));
     let before = stats();
     rows.extend(measure_op(c, cfg, spec, &mut subject));
@@ -494,7 +518,7 @@ pub fn durable_vs_floor(
         b.time(&mut subject);
     }
     let interleaved = a
-        .summarize(&format!("interleaved/{DURABLE_FLOOR_ID}"))
+        .summarize(&format!("interleaved/{floor_id}"))
         .zip(b.summarize(&format!("interleaved/{}", spec.id)));
     FloorVs {
         rows,
@@ -536,7 +560,8 @@ impl RatioLine<'_> {
         id: &str,
         consecutive: &str,
     ) {
-        if let (Some(f), Some(s)) = (find(rows, DURABLE_FLOOR_ID), find(rows, id)) {
+        let floor = rows.iter().find(|s| s.name.contains(FLOOR_PREFIX)).cloned();
+        if let (Some(f), Some(s)) = (floor, find(rows, id)) {
             self.print(consecutive, &f, &s, "");
         }
         if let Some((f, s)) = interleaved {
