@@ -903,6 +903,7 @@ impl Documents {
         if !doc.is_object() {
             return Err(not_object(&state, &doc));
         }
+        json::check_depth(&doc)?;
         let collection = &state.collection;
         let id = match reach(&doc, &state.id_path) {
             Reach::One(id) if is_scalar_id(id) => id.clone(),
@@ -1197,6 +1198,7 @@ impl Documents {
             if !after.is_object() {
                 return Err(not_object(&state, &after));
             }
+            json::check_depth(&after)?;
             match reach(&after, &state.id_path) {
                 Reach::One(new_id) if *new_id == id => {}
                 Reach::Missing => set_path(&mut after, &state.id_path, id.clone())

@@ -312,6 +312,29 @@ fn bad_input_gets_typed_errors_and_writes_nothing() {
     assert!(matches!(e, Error::DocumentTooLarge { .. }), "{e}");
     let e = docs.insert(&mut tx, json!({"id": {"no": 1}})).unwrap_err();
     assert!(matches!(e, Error::Json(_)), "{e}");
+    // Too deep to compare, encode or validate without deep recursion: refused where it comes in.
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let e = docs
+        .insert(&mut tx, json!({ "d": deep.clone() }))
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Json(j) if j.to_string().contains("deep")),
+        "{e}"
+    );
+    let e = docs
+        .update(
+            &mut tx,
+            &json!({}),
+            &Patch::Operators(json!({"$set": {"d": deep}})),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Json(j) if j.to_string().contains("deep")),
+        "{e}"
+    );
     tx.commit().unwrap();
     assert_eq!(
         docs.find_json(&db.read(), &Query::new(json!({}))).unwrap(),
@@ -1099,4 +1122,72 @@ fn the_background_checkpointer_purges_expired_documents_even_when_idle() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(db.background_checkpoint_error(), None);
+}
+
+#[test]
+fn documents_commit_atomically_across_two_databases() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(a_dir.path()), open(b_dir.path()));
+    let orders = a.create_documents("orders", Definition::default()).unwrap();
+    let stock = b
+        .create_documents("stock", Definition::default().id_field("sku").audit())
+        .unwrap();
+    insert_all(&b, &stock, &[json!({"sku": "X1", "count": 3})]);
+
+    let mut remote = b.begin();
+    stock
+        .update(
+            &mut remote,
+            &json!({"sku": "X1"}),
+            &Patch::Operators(json!({"$inc": {"count": -1}})),
+        )
+        .unwrap();
+    let mut tx = a.begin();
+    orders.insert(&mut tx, json!({"sku": "X1"})).unwrap();
+    tx.enlist(remote.into_participant());
+    tx.commit().unwrap();
+    assert_eq!(orders.count(&a.read(), &json!({"sku": "X1"})).unwrap(), 1);
+    let x1 = stock
+        .get(&b.read(), &json!("X1"))
+        .unwrap()
+        .unwrap()
+        .to_value();
+    assert_eq!(x1["count"], 2);
+    // The participant's history entry is stamped as its PREPARE logged it.
+    let versions = stock.history(&b.read(), &json!("X1")).unwrap();
+    assert_eq!(versions.len(), 2);
+    assert!(versions[1].end_lsn > versions[0].end_lsn && versions[1].time_ms > 0);
+
+    // A participant that refuses (a conflicting write committed first) aborts both sides.
+    let mut remote = b.begin();
+    stock
+        .update(
+            &mut remote,
+            &json!({"sku": "X1"}),
+            &Patch::Operators(json!({"$inc": {"count": -1}})),
+        )
+        .unwrap();
+    insert_all(&b, &stock, &[json!({"sku": "Y2", "count": 1})]);
+    let mut first = b.begin();
+    stock
+        .update(
+            &mut first,
+            &json!({"sku": "X1"}),
+            &Patch::Assign(json!({"count": 0})),
+        )
+        .unwrap();
+    first.commit().unwrap();
+    let mut tx = a.begin();
+    orders.insert(&mut tx, json!({"sku": "X1"})).unwrap();
+    tx.enlist(remote.into_participant());
+    assert!(matches!(tx.commit(), Err(Error::ParticipantAborted { .. })));
+    assert_eq!(orders.count(&a.read(), &json!({})).unwrap(), 1);
+    assert_eq!(
+        stock
+            .get(&b.read(), &json!("X1"))
+            .unwrap()
+            .unwrap()
+            .to_value()["count"],
+        0
+    );
 }

@@ -46,6 +46,38 @@ pub use value::{
 /// The deepest nesting of operators a query, projection or update may have (MongoDB allows 100 levels of BSON).
 pub const MAX_QUERY_DEPTH: usize = 100;
 
+/// The deepest nesting of arrays and objects a stored document may have (serde_json's parser stops at 128 as well):
+/// comparing, encoding and validating documents recurse, so depth is bounded where documents come in.
+pub const MAX_DOCUMENT_DEPTH: usize = 128;
+
+/// Checks that `value` nests arrays and objects at most [`MAX_DOCUMENT_DEPTH`] deep, without recursing.
+///
+/// # Errors
+/// [`ErrorKind::TooDeep`], positioned at the first path that goes too deep.
+pub fn check_depth(value: &serde_json::Value) -> Result<(), JsonError> {
+    let mut stack: Vec<(&serde_json::Value, usize, String)> = vec![(value, 0, String::new())];
+    while let Some((value, depth, position)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = (String, &serde_json::Value)>> = match value {
+            serde_json::Value::Array(items) => {
+                Box::new(items.iter().enumerate().map(|(i, v)| (i.to_string(), v)))
+            }
+            serde_json::Value::Object(map) => Box::new(map.iter().map(|(k, v)| (k.clone(), v))),
+            _ => continue,
+        };
+        if depth >= MAX_DOCUMENT_DEPTH {
+            return Err(JsonError::new(
+                ErrorKind::TooDeep,
+                &position,
+                format!("documents nest arrays and objects at most {MAX_DOCUMENT_DEPTH} deep"),
+            ));
+        }
+        for (key, child) in children {
+            stack.push((child, depth + 1, join(&position, &key)));
+        }
+    }
+    Ok(())
+}
+
 /// The most segments a [`Path`] may have.
 pub const MAX_PATH_SEGMENTS: usize = 100;
 
