@@ -43,6 +43,7 @@ use crate::json::{
     Sort, Update,
 };
 use crate::txn::{Stamp, Transaction};
+use crate::wal::Durability;
 use crate::{Spec, json};
 
 /// The typed collection holding every document collection's definition.
@@ -1411,8 +1412,8 @@ impl Documents {
         Ok(())
     }
 
-    /// Moves every document, in one transaction, to a new collection named `<name>.<UTC time>` with the same
-    /// definition, and returns that name; this collection is left empty.
+    /// Creates a collection named `<name>.<UTC time>` with the same definition and moves every document to it, all in
+    /// one transaction, and returns that name; this collection is left empty.
     ///
     /// # Errors
     /// As a commit; [`Error::CollectionExists`] if the dated name is taken.
@@ -1423,9 +1424,9 @@ impl Documents {
             .to_string()
             .replace([':', '-'], "");
         let target = format!("{}.{stamp}", self.shared.name);
-        let rotated = db.create_documents(&target, state.definition.clone())?;
-        let into = rotated.state();
         let mut tx = db.begin();
+        let rotated = tx.create_documents(&target, state.definition.clone())?;
+        let into = rotated.state();
         let rows: Vec<(u64, Value)> = tx
             .iter(&state.collection)
             .map(|(row, doc)| (row, doc.to_value()))
@@ -1658,6 +1659,57 @@ fn catalog(db: &Database) -> Result<Collection<CatalogEntry>> {
     )
 }
 
+/// The collections `tx` created whose catalog entries it still holds (a savepoint may have rolled one back).
+pub(crate) fn still_created(tx: &Transaction<'_>) -> Vec<Arc<Shared>> {
+    if tx.created_documents.is_empty() {
+        return Vec::new();
+    }
+    let Ok(catalog) = catalog(tx.snapshot_database()) else {
+        return Vec::new();
+    };
+    tx.created_documents
+        .iter()
+        .filter(|s| {
+            tx.find_one(&catalog, "name", &&*s.name)
+                .is_ok_and(|found| found.is_some())
+        })
+        .cloned()
+        .collect()
+}
+
+impl Transaction<'_> {
+    /// Creates the document collection `name` as part of this transaction: its definition commits with the
+    /// transaction's writes (which may already fill it), and [`Database::documents`] finds it once committed. A
+    /// rolled-back creation leaves nothing a reader can see.
+    ///
+    /// # Errors
+    /// [`Error::CollectionExists`] if it exists (as this transaction sees the catalog); [`Error::InvalidOptions`]
+    /// for a bad definition or name; [`Error::WrongType`] if a typed collection has the name.
+    pub fn create_documents(&mut self, name: &str, definition: Definition) -> Result<Documents> {
+        if name.is_empty() || name.ends_with(HISTORY_SUFFIX) || name == CATALOG {
+            return Err(Error::InvalidOptions(format!(
+                "{name:?} cannot name a document collection (empty, {CATALOG:?}, or ending in {HISTORY_SUFFIX:?})"
+            )));
+        }
+        compile(&definition)?;
+        let db = self.snapshot_database();
+        let catalog = catalog(db)?;
+        if self.find_one(&catalog, "name", &name)?.is_some() {
+            return Err(Error::CollectionExists {
+                collection: name.into(),
+            });
+        }
+        let shared = db.new_shared(name, definition.clone())?;
+        let entry = CatalogEntry {
+            name: name.into(),
+            definition: serde_json::to_string(&definition).expect("a definition serializes"),
+        };
+        self.insert(&catalog, &entry)?;
+        self.created_documents.push(Arc::clone(&shared));
+        Ok(Documents { shared })
+    }
+}
+
 impl Database {
     fn registry(&self) -> &Mutex<HashMap<Arc<str>, Arc<Shared>>> {
         &self.inner.documents
@@ -1671,6 +1723,13 @@ impl Database {
                 shared: Arc::clone(shared),
             });
         }
+        let shared = self.new_shared(name, definition)?;
+        registry.insert(name.into(), Arc::clone(&shared));
+        Ok(Documents { shared })
+    }
+
+    /// Binds `name` (and its history) with the indexes of `definition`: the state a handle shares, not registered.
+    fn new_shared(&self, name: &str, definition: Definition) -> Result<Arc<Shared>> {
         let (_, indexes) = compile(&definition)?;
         let defs = defs_of(&indexes);
         let history = if definition.audit {
@@ -1689,32 +1748,32 @@ impl Database {
             // Bound earlier in this process with other indexes (the collection was dropped and created again).
             collection = self.reindex(&collection, defs)?;
         }
-        let shared = Arc::new(Shared {
+        Ok(Arc::new(Shared {
             name: name.into(),
             state: arc_swap::ArcSwap::from_pointee(State::new(definition, collection, history)?),
             changing: Mutex::new(()),
             last_timestamp: AtomicU64::new(0),
             generator: Mutex::new(None),
-        });
-        registry.insert(name.into(), Arc::clone(&shared));
-        Ok(Documents { shared })
+        }))
     }
 
-    /// Creates the document collection `name`.
+    /// Registers the handles of collections that a committed transaction created.
+    pub(crate) fn register_documents(&self, created: Vec<Arc<Shared>>) {
+        let mut registry = self.registry().lock();
+        for shared in created {
+            registry.entry(Arc::clone(&shared.name)).or_insert(shared);
+        }
+    }
+
+    /// Creates the document collection `name` (in a transaction of its own: see [`Transaction::create_documents`]).
     ///
     /// # Errors
     /// [`Error::CollectionExists`] if it exists; [`Error::InvalidOptions`] for a bad definition;
     /// [`Error::WrongType`] if a typed collection has the name.
     pub fn create_documents(&self, name: &str, definition: Definition) -> Result<Documents> {
-        compile(&definition)?;
-        let catalog = catalog(self)?;
-        if self.read().find_one(&catalog, "name", &name)?.is_some() {
-            return Err(Error::CollectionExists {
-                collection: name.into(),
-            });
-        }
-        let documents = self.bind_documents(name, definition.clone())?;
-        write_catalog(self, name, &definition)?;
+        let mut tx = self.begin_with(Durability::Sync);
+        let documents = tx.create_documents(name, definition)?;
+        tx.commit()?;
         Ok(documents)
     }
 

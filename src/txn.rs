@@ -100,6 +100,8 @@ pub struct Transaction<'db> {
     /// Active savepoints, oldest first: (id, number of ops when taken).
     savepoints: Vec<(u64, usize)>,
     participants: Vec<Arc<dyn Participant>>,
+    /// Document collections this transaction creates, registered with the database once it commits.
+    pub(crate) created_documents: Vec<Arc<crate::documents::Shared>>,
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -122,6 +124,7 @@ impl<'db> Transaction<'db> {
             latest: HashMap::new(),
             savepoints: Vec::new(),
             participants: Vec::new(),
+            created_documents: Vec::new(),
         }
     }
 
@@ -487,9 +490,21 @@ impl<'db> Transaction<'db> {
     /// errors: the outcome is unknown until the database is reopened.
     pub fn commit(self) -> Result<CommitInfo> {
         let last = self.final_writes();
+        // Collections whose creation a savepoint rolled back are not registered.
+        let created = crate::documents::still_created(&self);
+        let info =
+            self.db
+                .inner
+                .commit(&self.snapshot, &last, self.durability, &self.participants)?;
+        if !created.is_empty() {
+            self.db.register_documents(created);
+        }
+        Ok(info)
+    }
+
+    /// The database this transaction writes to.
+    pub(crate) fn snapshot_database(&self) -> &'db Database {
         self.db
-            .inner
-            .commit(&self.snapshot, &last, self.durability, &self.participants)
     }
 
     /// Only the last write of each document goes to the log and the new version.

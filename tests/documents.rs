@@ -1191,3 +1191,54 @@ fn documents_commit_atomically_across_two_databases() {
         0
     );
 }
+
+#[test]
+fn a_collection_created_in_a_transaction_exists_only_if_it_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = open(dir.path());
+        let mut tx = db.begin();
+        let a = tx
+            .create_documents("a", Definition::default().index(IndexSpec::on("k")))
+            .unwrap();
+        a.insert(&mut tx, json!({"k": 1})).unwrap();
+        assert!(matches!(
+            db.documents("a"),
+            Err(Error::UnknownCollection { .. })
+        ));
+        assert!(matches!(
+            tx.create_documents("a", Definition::default()),
+            Err(Error::CollectionExists { .. })
+        ));
+        let savepoint = tx.savepoint();
+        tx.create_documents("b", Definition::default()).unwrap();
+        tx.rollback_to(savepoint).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(db.document_collections().unwrap(), vec!["a".to_string()]);
+        assert!(matches!(
+            db.documents("b"),
+            Err(Error::UnknownCollection { .. })
+        ));
+
+        let mut tx = db.begin();
+        let c = tx.create_documents("c", Definition::default()).unwrap();
+        c.insert(&mut tx, json!({"x": 1})).unwrap();
+        drop(tx);
+        assert!(matches!(
+            db.documents("c"),
+            Err(Error::UnknownCollection { .. })
+        ));
+        assert!(matches!(
+            db.create_documents("a.__history", Definition::default()),
+            Err(Error::InvalidOptions(_))
+        ));
+    }
+    let db = open(dir.path());
+    let a = db.documents("a").unwrap();
+    assert_eq!(
+        a.find_json(&db.read(), &Query::new(json!({"k": 1})))
+            .unwrap(),
+        vec![json!({"id": 0, "k": 1})]
+    );
+    assert_eq!(db.document_collections().unwrap(), vec!["a".to_string()]);
+}
