@@ -295,9 +295,9 @@ pub(crate) struct Inner {
     pub(crate) commit: Arc<Mutex<CommitState>>,
     registry: Arc<Registry>,
     /// Where checkpoint files live.
-    files: Arc<dyn CheckpointFiles>,
+    pub(crate) files: Arc<dyn CheckpointFiles>,
     /// The manifest of the last checkpoint (locked for the whole of a checkpoint: one runs at a time).
-    last_checkpoint: Mutex<Manifest>,
+    pub(crate) last_checkpoint: Mutex<Manifest>,
     /// Whether checkpoint files outlive this handle (not so for `open_with_storage`, whose files are in memory
     /// while its log may be reopened: a checkpoint there would truncate the log for nothing).
     checkpoints_kept: bool,
@@ -2087,7 +2087,7 @@ fn keep_doc(
 }
 
 /// Name of the manifest among the checkpoint files.
-const MANIFEST_FILE: &str = "MANIFEST";
+pub(crate) const MANIFEST_FILE: &str = "MANIFEST";
 /// Folder of the snapshot files among the checkpoint files.
 const SNAPSHOT_FOLDER: &str = "snapshots";
 

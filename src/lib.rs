@@ -27,6 +27,8 @@ pub mod reserve;
 pub mod publish;
 
 #[cfg(not(loom))]
+pub mod backup;
+#[cfg(not(loom))]
 pub mod checkpoint;
 #[cfg(not(loom))]
 pub mod collection;

@@ -659,6 +659,65 @@ impl Wal {
         })
     }
 
+    /// Copies the log up to `cut_lsn` (the end of an appended group, at most [`Wal::end_lsn`]) into the empty storage
+    /// `dest`: the meta record, then each live segment from the log's start up to the cut, with every byte from the
+    /// cut on left zero, so a log opened on `dest` recovers exactly the records below the cut. Appends may go on
+    /// meanwhile: the records below the cut are written (this flushes them first) and never change. Every segment
+    /// is synced. Returns the bytes copied. A truncation running at the same time can remove a segment being
+    /// copied: callers that need the whole range keep truncation out (the database holds its checkpoint lock).
+    ///
+    /// # Errors
+    /// [`Error::InvalidLsn`] for a cut past the end; [`Error::InvalidOptions`] if `dest` already holds a log; I/O
+    /// errors.
+    pub fn copy_to(&self, dest: &dyn LogStorage, cut_lsn: u64) -> Result<u64> {
+        if cut_lsn > self.end_lsn() || cut_lsn < self.start_lsn() {
+            return Err(Error::InvalidLsn {
+                lsn: cut_lsn,
+                reason: "a copy's cut lies between the log's start and its end",
+            });
+        }
+        if dest.read_meta()?.is_some() || !dest.list_segments()?.is_empty() {
+            return Err(Error::InvalidOptions(
+                "the destination of a log copy must be empty".into(),
+            ));
+        }
+        self.flush_to(cut_lsn)?;
+        let storage = &self.segments.storage;
+        let meta = storage
+            .read_meta()?
+            .ok_or_else(|| Error::InvalidOptions("the log has no meta record to copy".into()))?;
+        let size = self.segments.segment_size_bytes;
+        let start = self.start_lsn();
+        let mut copied = meta.len() as u64;
+        let mut index = start / size;
+        while index * size < cut_lsn {
+            let base = index * size;
+            let segment = self.segments.get(index).ok_or(Error::InvalidLsn {
+                lsn: base,
+                reason: "a segment below the cut is not live (truncated during the copy?)",
+            })?;
+            let header = segment.slice(0, SEGMENT_HEADER_BYTES);
+            dest.create_segment(base, size, header)?;
+            let out = dest.open_segment(base)?;
+            // Bytes of this segment below the cut: from the header's end (or the log's start) to the cut.
+            let from = SEGMENT_HEADER_BYTES.max(start.saturating_sub(base));
+            let to = (cut_lsn - base).min(size);
+            let mut at = from;
+            while at < to {
+                let len = (to - at).min(1 << 20);
+                out.write_at(at, segment.slice(at, len))
+                    .map_err(|e| Error::io("pwrite", out.describe(), e))?;
+                at += len;
+            }
+            out.sync()
+                .map_err(|e| Error::io("fdatasync", out.describe(), e))?;
+            copied += to.saturating_sub(from) + SEGMENT_HEADER_BYTES;
+            index += 1;
+        }
+        dest.write_meta(&meta)?;
+        Ok(copied)
+    }
+
     /// Waits until everything below `end_lsn` (the end of an earlier append made with [`Durability::None`]) is as
     /// durable as `durability` asks. This lets a caller append under its own lock and wait for durability outside
     /// it, so that concurrent callers share syncs (group commit).
