@@ -811,6 +811,27 @@ impl Database {
         ))
     }
 
+    /// The last checkpoint's cut: the sequence number of its last commit and the log position replay starts at
+    /// (`None` if none was taken).
+    #[must_use]
+    pub fn last_checkpoint(&self) -> Option<(u64, u64)> {
+        let manifest = self.inner.last_checkpoint.lock();
+        (manifest.cut_lsn > 0).then_some((manifest.seq, manifest.cut_lsn))
+    }
+
+    /// The names of every collection the database knows (typed and document collections, and their internal
+    /// ones), in the order they were first declared.
+    #[must_use]
+    pub fn collection_names(&self) -> Vec<String> {
+        self.inner
+            .catalog
+            .read()
+            .slots
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect()
+    }
+
     /// Prepared two-phase transactions this database took part in whose decision was not in its log at open. While
     /// any is pending, commits fail with [`Error::InDoubt`]: resolve each with [`Database::resolve_in_doubt`].
     #[must_use]
@@ -1753,6 +1774,35 @@ fn encode_raw_op(op: u8, name: &str, id: u64, body: &[u8]) -> Vec<u8> {
 /// Bytes of a DATA payload before its body, for a collection name of `name_len` bytes.
 fn op_head_bytes(name_len: usize) -> usize {
     (1 + 2 + name_len + 8).next_multiple_of(16)
+}
+
+/// A DATA record's operation, decoded (for tools such as `cstore wal dump` and `verify`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataOp<'a> {
+    /// `"put"`, `"remove"` or `"declare"` (a collection's document type).
+    pub op: &'static str,
+    /// The collection written.
+    pub collection: &'a str,
+    /// The document's id (0 for a declaration).
+    pub id: u64,
+    /// Bytes of the document (or type label) after the op's head.
+    pub body_bytes: usize,
+}
+
+/// Decodes a DATA record's payload; `None` if it is not a well-formed operation.
+#[must_use]
+pub fn decode_data(payload: &[u8]) -> Option<DataOp<'_>> {
+    let op = decode_op(payload)?;
+    Some(DataOp {
+        op: match op.op {
+            OP_PUT => "put",
+            OP_REMOVE => "remove",
+            _ => "declare",
+        },
+        collection: op.name,
+        id: op.id,
+        body_bytes: op.body.len(),
+    })
 }
 
 /// A decoded DATA record.

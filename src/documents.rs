@@ -470,7 +470,8 @@ pub fn history_name(name: &str) -> String {
 /// What a history collection's name ends with.
 pub const HISTORY_SUFFIX: &str = ".__history";
 
-fn history_spec() -> Spec<HistoryEntry> {
+/// How a history collection is declared.
+pub(crate) fn history_spec() -> Spec<HistoryEntry> {
     Spec::new().index("id", |e: &ArchivedHistoryEntry| {
         let mut key = Vec::new();
         json::encode_index_key(&e.id, false, &mut key);

@@ -45,6 +45,8 @@ pub mod progress;
 #[cfg(not(loom))]
 pub mod txn;
 #[cfg(not(loom))]
+pub mod verify;
+#[cfg(not(loom))]
 pub mod wal;
 
 #[cfg(not(loom))]

@@ -144,14 +144,18 @@ impl FileStorage {
     }
 }
 
-fn file_name(name: SegmentName) -> String {
+/// The file name of segment `name` in a [`FileStorage`] directory.
+#[must_use]
+pub fn file_name(name: SegmentName) -> String {
     match name {
         SegmentName::Live(base) => format!("{base:016x}.seg"),
         SegmentName::Free(id) => format!("free-{id:016x}.seg"),
     }
 }
 
-fn parse_file_name(name: &str) -> Option<SegmentName> {
+/// The segment a file of a [`FileStorage`] directory holds, if its name is a segment's.
+#[must_use]
+pub fn parse_file_name(name: &str) -> Option<SegmentName> {
     let stem = name.strip_suffix(".seg")?;
     let (hex, make): (&str, fn(u64) -> SegmentName) = match stem.strip_prefix("free-") {
         Some(hex) => (hex, SegmentName::Free),
