@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::checkpoint::files::{CheckpointFiles, DirFiles};
 use crate::db::{Database, MANIFEST_FILE};
 use crate::error::{Error, Result};
 use crate::wal::{Durability, FileStorage};
@@ -54,6 +53,18 @@ fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("fsync directory", dir, e))
+}
+
+/// Writes `bytes` as the new file `name` under `dir` and syncs it (the directory's entry is synced by the caller:
+/// the copy becomes visible only by the final rename). Returns the file's folder.
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    let path = dir.join(name);
+    let folder = path.parent().unwrap_or(dir).to_path_buf();
+    std::fs::create_dir_all(&folder).map_err(|e| io("create directory", &folder, e))?;
+    let mut file = std::fs::File::create(&path).map_err(|e| io("create", &path, e))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(|e| io("write", &path, e))?;
+    file.sync_all().map_err(|e| io("fsync", &path, e))?;
+    Ok(folder)
 }
 
 impl Database {
@@ -124,9 +135,9 @@ impl Database {
             let log = FileStorage::open(dir.join("wal"))?;
             inner.wal.copy_to(&log, cut_lsn)?
         };
-        let files = DirFiles::new(dir)?;
         let mut checkpoint_files = 0;
         if let Some(manifest_bytes) = inner.files.read(MANIFEST_FILE)? {
+            let mut folders = std::collections::BTreeSet::new();
             for file in manifest
                 .collections
                 .iter()
@@ -137,12 +148,15 @@ impl Database {
                     offset: 0,
                     reason: "the last checkpoint's manifest names it, but it is missing".into(),
                 })?;
-                files.write_durably(file, snapshot.bytes())?;
+                folders.insert(write_file(dir, file, snapshot.bytes())?);
                 bytes += snapshot.bytes().len() as u64;
                 checkpoint_files += 1;
             }
+            for folder in folders {
+                sync_dir(&folder)?;
+            }
             // The manifest last: it names the snapshots just written.
-            files.write_durably(MANIFEST_FILE, manifest_bytes.bytes())?;
+            write_file(dir, MANIFEST_FILE, manifest_bytes.bytes())?;
             bytes += manifest_bytes.bytes().len() as u64;
             checkpoint_files += 1;
         }

@@ -696,22 +696,10 @@ impl Wal {
                 lsn: base,
                 reason: "a segment below the cut is not live (truncated during the copy?)",
             })?;
-            let header = segment.slice(0, SEGMENT_HEADER_BYTES);
-            dest.create_segment(base, size, header)?;
-            let out = dest.open_segment(base)?;
-            // Bytes of this segment below the cut: from the header's end (or the log's start) to the cut.
-            let from = SEGMENT_HEADER_BYTES.max(start.saturating_sub(base));
+            // The segment's bytes below the cut (header included), written once; the rest zero.
             let to = (cut_lsn - base).min(size);
-            let mut at = from;
-            while at < to {
-                let len = (to - at).min(1 << 20);
-                out.write_at(at, segment.slice(at, len))
-                    .map_err(|e| Error::io("pwrite", out.describe(), e))?;
-                at += len;
-            }
-            out.sync()
-                .map_err(|e| Error::io("fdatasync", out.describe(), e))?;
-            copied += to.saturating_sub(from) + SEGMENT_HEADER_BYTES;
+            dest.create_segment_with(base, size, segment.slice(0, to))?;
+            copied += to;
             index += 1;
         }
         dest.write_meta(&meta)?;

@@ -58,7 +58,12 @@ pub trait LogStorage: Send + Sync {
     /// Every segment present.
     fn list_segments(&self) -> Result<Vec<SegmentName>>;
     /// Creates a zero-filled live segment of `size_bytes` with `header` at offset 0.
-    fn create_segment(&self, base_lsn: u64, size_bytes: u64, header: &[u8]) -> Result<()>;
+    fn create_segment(&self, base_lsn: u64, size_bytes: u64, header: &[u8]) -> Result<()> {
+        self.create_segment_with(base_lsn, size_bytes, header)
+    }
+    /// Creates a live segment of `size_bytes` whose first bytes are `prefix` (its header, then possibly records)
+    /// and the rest zero, durably: a copy of a segment's written part ([`crate::wal::Wal::copy_to`]).
+    fn create_segment_with(&self, base_lsn: u64, size_bytes: u64, prefix: &[u8]) -> Result<()>;
     /// Turns a free segment into live segment `base_lsn` with `header` at offset 0 (the rest keeps stale bytes).
     fn recycle_segment(&self, free_id: u64, base_lsn: u64, header: &[u8]) -> Result<()>;
     /// Turns live segment `base_lsn` into free segment `free_id`.
@@ -199,14 +204,16 @@ impl LogStorage for FileStorage {
         Ok(names)
     }
 
-    fn create_segment(&self, base_lsn: u64, size_bytes: u64, header: &[u8]) -> Result<()> {
+    fn create_segment_with(&self, base_lsn: u64, size_bytes: u64, prefix: &[u8]) -> Result<()> {
         // Preallocate by writing zeros: a sparse or fallocated file would SIGBUS a mapping (or double fdatasync's
         // cost) when the disk fills. Written under a temporary name so a crash never leaves a half-made segment.
         let tmp = self.dir.join(format!("{base_lsn:016x}.seg.tmp"));
         let result = (|| {
             let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+            file.write_all_at(prefix, 0)
+                .map_err(|e| Error::io("write", &tmp, e))?;
             let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-            let mut at = 0u64;
+            let mut at = prefix.len() as u64;
             while at < size_bytes {
                 let n = (size_bytes - at).min(ZERO_CHUNK_BYTES as u64);
                 #[allow(clippy::cast_possible_truncation)]
@@ -214,8 +221,6 @@ impl LogStorage for FileStorage {
                     .map_err(|e| Error::io("preallocate", &tmp, e))?;
                 at += n;
             }
-            file.write_all_at(header, 0)
-                .map_err(|e| Error::io("write header", &tmp, e))?;
             file.sync_data()
                 .map_err(|e| Error::io("fdatasync", &tmp, e))?;
             self.rename(&tmp, &self.path(SegmentName::Live(base_lsn)))
@@ -638,11 +643,11 @@ impl LogStorage for MemStorage {
         Ok(self.state.lock().segments.keys().copied().collect())
     }
 
-    fn create_segment(&self, base_lsn: u64, size_bytes: u64, header: &[u8]) -> Result<()> {
+    fn create_segment_with(&self, base_lsn: u64, size_bytes: u64, prefix: &[u8]) -> Result<()> {
         let name = SegmentName::Live(base_lsn);
         let len = usize::try_from(size_bytes).expect("segment size fits usize");
         let seg = MemSegment::zeroed(name, len, self.simulate, Arc::downgrade(&self.state));
-        seg.write_durably(0, header);
+        seg.write_durably(0, prefix);
         self.state.lock().segments.insert(name, seg);
         Ok(())
     }
