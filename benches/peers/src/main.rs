@@ -170,7 +170,8 @@ fn main() -> Result<()> {
     );
     let mut sections: Vec<Section> = Vec::new();
     let mut reopen: Option<(Vec<ReopenRow>, String)> = None;
-    let steps: [(u32, fn(&Ctx) -> Result<Section>); 5] = [
+    type Step = fn(&Ctx) -> Result<Section>;
+    let steps: [(u32, Step); 5] = [
         (1, workloads::durable),
         (2, workloads::group_commit),
         (3, workloads::non_durable),
@@ -241,7 +242,7 @@ fn draw_plots(
     for s in sections {
         let path = plots.join(format!("{}.svg", s.id));
         if s.id == "2-group-commit" {
-            let mut series: Vec<(String, Role, Vec<(usize, f64)>)> = Vec::new();
+            let mut series: Vec<plot::Series> = Vec::new();
             for r in s.rows.iter().filter(|r| r.role != Role::Floor) {
                 let threads: usize = r
                     .group

@@ -94,13 +94,11 @@ fn draw_bars(
     Ok(())
 }
 
+/// One line: its engine, what it is, and its (threads, value) points.
+pub type Series = (String, Role, Vec<(usize, f64)>);
+
 /// Lines of a value against thread count, one per engine.
-pub fn lines(
-    path: &Path,
-    title: &str,
-    axis: &str,
-    series: &[(String, Role, Vec<(usize, f64)>)],
-) -> Result<()> {
+pub fn lines(path: &Path, title: &str, axis: &str, series: &[Series]) -> Result<()> {
     let max_x = series
         .iter()
         .flat_map(|s| s.2.iter().map(|p| p.0))
@@ -196,7 +194,7 @@ mod tests {
             "{svg}"
         );
         let l = dir.path().join("l.svg");
-        let series = vec![
+        let series: Vec<Series> = vec![
             (
                 "collection-store".to_owned(),
                 Role::Subject,

@@ -1,7 +1,7 @@
-//! 6. Reopen after `kill -9` with a large log. The harness runs itself again as a child ("writer" mode) that fills
-//! a store with durable 1,000-record transactions until it has written the mode's size of keys and values, prints
-//! `ready RECORDS LAST_ID` and waits; the parent kills it with SIGKILL and times the reopen: open plus the first
-//! read of the last acknowledged record (for a log: open plus reading every record back).
+//! Workload 6, reopen after `kill -9` with a large log. The harness runs itself again as a child ("writer" mode)
+//! that fills a store with durable 1,000-record transactions until it has written the mode's size of keys and
+//! values, prints `ready RECORDS NANOS` and waits; the parent kills it with SIGKILL and times the reopen: open plus
+//! the first read of the last acknowledged record (for a log: open plus reading every record back).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -105,7 +105,7 @@ impl Ctx {
 }
 
 fn size_label(bytes: usize) -> String {
-    if bytes >= 1024 && bytes % 1024 == 0 {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes} B")
@@ -487,8 +487,9 @@ pub fn batches(ctx: &Ctx) -> Result<Section> {
     let log_group = format!("{group}, log only");
     for &log in &ctx.logs {
         rows.push(log_row(ctx, log, &log_group, BATCH as u64, |l| {
-            let mut records: Vec<Vec<u8>> =
-                vec![Vec::with_capacity(KEY_BYTES + SMALL_VALUE); BATCH];
+            let mut records: Vec<Vec<u8>> = (0..BATCH)
+                .map(|_| Vec::with_capacity(KEY_BYTES + SMALL_VALUE))
+                .collect();
             timed(ctx.budget(), ctx.disk(), |i| {
                 for (j, r) in records.iter_mut().enumerate() {
                     let id = i * BATCH as u64 + j as u64;
@@ -553,8 +554,8 @@ fn read_row(name: String, role: Role, group: &str, run: Run) -> Row {
     }
 }
 
-/// 5. Random point reads over N keys (1 M in full mode); for collection-store also `find_one` on the unique index,
-/// before and after a checkpoint.
+/// Workload 5, random point reads over N keys (1 M in full mode); for collection-store also `find_one` on the
+/// unique index, before and after a checkpoint.
 pub fn reads(ctx: &Ctx) -> Result<Section> {
     let n = ctx.sizes.read_keys;
     let group = format!("{} keys", crate::report::fmt_count(n));
