@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 use engines::{Kind, Level, LogKind};
 use measure::{DiskFlushes, Values};
@@ -41,7 +42,19 @@ struct Args {
     engines: Option<Vec<String>>,
     writer: Option<String>,
     bytes: u64,
+    /// Run the workloads here and print the results as JSON (the parent runs each engine in such a child).
+    child: bool,
 }
+
+/// What a child sends back.
+#[derive(Default, Serialize, Deserialize)]
+struct ChildOut {
+    sections: Vec<Section>,
+    reopen: Option<(Vec<ReopenRow>, String)>,
+}
+
+/// Marks the child's result line on its stdout.
+const RESULT_PREFIX: &str = "peers-result ";
 
 fn parse_args() -> Result<Args> {
     use lexopt::prelude::*;
@@ -55,6 +68,7 @@ fn parse_args() -> Result<Args> {
         engines: None,
         writer: None,
         bytes: 0,
+        child: false,
     };
     let mut p = lexopt::Parser::from_env();
     while let Some(arg) = p.next()? {
@@ -84,6 +98,7 @@ fn parse_args() -> Result<Args> {
             // The reopen workload's child.
             Long("writer") => a.writer = Some(p.value()?.string()?),
             Long("bytes") => a.bytes = p.value()?.parse()?,
+            Long("child") => a.child = true,
             Long("help") | Short('h') => {
                 println!(
                     "peers [--quick] [--tiny] [--out FILE] [--dir DIR] [--plots DIR] [--workloads 1,..,6] [--engines {}]",
@@ -120,6 +135,29 @@ fn main() -> Result<()> {
     } else {
         Sizes::full()
     };
+    if args.child {
+        let dir = args.dir.clone().context("--child needs --dir")?;
+        let wanted = |id: &str| {
+            args.engines
+                .as_ref()
+                .is_none_or(|e| e.iter().any(|x| x == id))
+        };
+        let ctx = Ctx {
+            disk: DiskFlushes::for_path(&dir),
+            dir,
+            sizes,
+            values: Values::new(),
+            kinds: Kind::all().into_iter().filter(|k| wanted(k.id())).collect(),
+            logs: LogKind::all()
+                .into_iter()
+                .filter(|l| wanted(l.id()))
+                .collect(),
+            floors: wanted("floor"),
+        };
+        let out = run_here(&ctx, &args.workloads)?;
+        println!("{RESULT_PREFIX}{}", serde_json::to_string(&out)?);
+        return Ok(());
+    }
     let root = repo_root();
     let base = args
         .dir
@@ -161,6 +199,7 @@ fn main() -> Result<()> {
             .into_iter()
             .filter(|l| wanted(l.id()))
             .collect(),
+        floors: true,
     };
     eprintln!(
         "peers: {} mode, data in {}, results to {}",
@@ -168,26 +207,31 @@ fn main() -> Result<()> {
         dir.display(),
         out.display()
     );
-    let mut sections: Vec<Section> = Vec::new();
-    let mut reopen: Option<(Vec<ReopenRow>, String)> = None;
-    type Step = fn(&Ctx) -> Result<Section>;
-    let steps: [(u32, Step); 5] = [
-        (1, workloads::durable),
-        (2, workloads::group_commit),
-        (3, workloads::non_durable),
-        (4, workloads::batches),
-        (5, workloads::reads),
-    ];
-    for (n, step) in steps {
-        if args.workloads.contains(&n) {
-            eprintln!("workload {n} ({:.0} s in)", started.elapsed().as_secs_f64());
-            sections.push(step(&ctx).with_context(|| format!("workload {n}"))?);
+    // Each engine runs each workload in a child process of its own: no engine's background threads, caches or
+    // crash reach another's measurement.
+    let mut units: Vec<(&str, bool)> = vec![("floor", false)];
+    units.extend(ctx.kinds.iter().map(|k| (k.id(), false)));
+    units.extend(ctx.logs.iter().map(|l| (l.id(), true)));
+    let mut merged = ChildOut::default();
+    let mut failures = Vec::new();
+    for &n in &args.workloads {
+        eprintln!("workload {n} ({:.0} s in)", started.elapsed().as_secs_f64());
+        for &(unit, is_log) in &units {
+            // The logs have no non-durable commits or point reads.
+            if is_log && (n == 3 || n == 5) {
+                continue;
+            }
+            match run_child(&args, &dir, n, unit) {
+                Ok(part) => merge(&mut merged, part),
+                Err(e) => {
+                    eprintln!("  workload {n}, {unit}: FAILED: {e:#}");
+                    failures.push(format!("workload {n}, `{unit}`: {e:#}"));
+                }
+            }
         }
     }
-    if args.workloads.contains(&6) {
-        eprintln!("workload 6 ({:.0} s in)", started.elapsed().as_secs_f64());
-        reopen = Some(reopen::run(&ctx).context("workload 6")?);
-    }
+    let sections = merged.sections;
+    let reopen = merged.reopen;
     let plot_links = draw_plots(&sections, reopen.as_ref().map(|r| &r.0[..]), &plots, &out)?;
     let text = render(
         &ctx,
@@ -195,6 +239,7 @@ fn main() -> Result<()> {
         &sections,
         reopen.as_ref(),
         &plot_links,
+        &failures,
         started.elapsed().as_secs_f64(),
     );
     let existing = match std::fs::read_to_string(&out) {
@@ -211,6 +256,77 @@ fn main() -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs the workloads in this process.
+fn run_here(ctx: &Ctx, workloads: &[u32]) -> Result<ChildOut> {
+    let mut out = ChildOut::default();
+    type Step = fn(&Ctx) -> Result<Section>;
+    let steps: [(u32, Step); 5] = [
+        (1, workloads::durable),
+        (2, workloads::group_commit),
+        (3, workloads::non_durable),
+        (4, workloads::batches),
+        (5, workloads::reads),
+    ];
+    for (n, step) in steps {
+        if workloads.contains(&n) {
+            out.sections
+                .push(step(ctx).with_context(|| format!("workload {n}"))?);
+        }
+    }
+    if workloads.contains(&6) {
+        out.reopen = Some(reopen::run(ctx).context("workload 6")?);
+    }
+    Ok(out)
+}
+
+/// Runs workload `n` for one engine, log or the floors (`unit`) in a child process; its progress goes to stderr.
+fn run_child(args: &Args, dir: &Path, n: u32, unit: &str) -> Result<ChildOut> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("--child")
+        .arg("--workloads")
+        .arg(n.to_string())
+        .arg("--engines")
+        .arg(unit)
+        .arg("--dir")
+        .arg(dir);
+    if args.quick {
+        cmd.arg("--quick");
+    }
+    if args.tiny {
+        cmd.arg("--tiny");
+    }
+    let output = cmd
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("start a child")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().find_map(|l| l.strip_prefix(RESULT_PREFIX));
+    match (output.status.success(), line) {
+        (true, Some(json)) => Ok(serde_json::from_str(json)?),
+        _ => anyhow::bail!("the child ended with {} and no result", output.status),
+    }
+}
+
+/// Appends a child's rows to the tables of the same workloads.
+fn merge(into: &mut ChildOut, part: ChildOut) {
+    for s in part.sections {
+        match into.sections.iter_mut().find(|x| x.id == s.id) {
+            Some(x) => {
+                x.rows.extend(s.rows);
+                x.notes.extend(s.notes);
+            }
+            None => into.sections.push(s),
+        }
+    }
+    if let Some((rows, about)) = part.reopen {
+        match into.reopen.as_mut() {
+            Some((r, _)) => r.extend(rows),
+            None => into.reopen = Some((rows, about)),
+        }
+    }
 }
 
 /// Writes one SVG per table; returns, per section id, the link relative to the output file.
@@ -324,6 +440,7 @@ fn render(
     sections: &[Section],
     reopen: Option<&(Vec<ReopenRow>, String)>,
     links: &[(String, String)],
+    failures: &[String],
     took_s: f64,
 ) -> String {
     let mut s = String::new();
@@ -443,6 +560,13 @@ fn render(
                 .map(|v| format!("6. Reopen: {}", v.trim_start_matches("**behind**: ")))
         }))
         .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(s, "### Failures in this run\n");
+        for f in failures {
+            let _ = writeln!(s, "- {f}");
+        }
+        s.push('\n');
+    }
     let _ = writeln!(s, "### Where collection-store is behind\n");
     if behind.is_empty() {
         let _ = writeln!(

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// Bytes of every key: `k` and 23 decimal digits, so that keys sort in number order.
 pub const KEY_BYTES: usize = 24;
@@ -47,7 +48,7 @@ impl Values {
 }
 
 /// Latency percentiles of one run, in nanoseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     pub p50: f64,
     pub p99: f64,
@@ -77,7 +78,7 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// What a timed run measured.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     /// Operations timed (commits, batches, reads).
     pub ops: u64,

@@ -155,25 +155,27 @@ fn reopen_engine(id: &str, dir: &Path, last: u64) -> Result<(Duration, String)> 
 pub fn run(ctx: &Ctx) -> Result<(Vec<ReopenRow>, String)> {
     let bytes = ctx.sizes.fill_bytes;
     let mut rows = Vec::new();
-    let floor = floor::read_file(&ctx.dir, bytes)?;
-    rows.push(ReopenRow {
-        name: format!(
-            "floor: read {} from the page cache",
-            crate::report::fmt_bytes(bytes)
-        ),
-        role: Role::Floor,
-        group: String::new(),
-        records: 0,
-        fill_rate: 0.0,
-        disk_bytes: bytes,
-        reopen: floor,
-        check: String::new(),
-    });
-    eprintln!(
-        "  [6] {:<44} reopen {:>9}",
-        rows[0].name,
-        fmt_ns(floor.as_nanos() as f64)
-    );
+    if ctx.floors {
+        let floor = floor::read_file(&ctx.dir, bytes)?;
+        rows.push(ReopenRow {
+            name: format!(
+                "floor: read {} from the page cache",
+                crate::report::fmt_bytes(bytes)
+            ),
+            role: Role::Floor,
+            group: String::new(),
+            records: 0,
+            fill_rate: 0.0,
+            disk_bytes: bytes,
+            reopen: floor,
+            check: String::new(),
+        });
+        eprintln!(
+            "  [6] {:<44} reopen {:>9}",
+            rows.last().expect("floor row").name,
+            fmt_ns(floor.as_nanos() as f64)
+        );
+    }
     let mut targets: Vec<(String, String, Role, &str)> = Vec::new();
     for &kind in &ctx.kinds {
         if kind == Kind::CollectionStore {

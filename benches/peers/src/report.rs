@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
 
 use crate::measure::Run;
 
@@ -13,7 +14,7 @@ pub const BEGIN: &str = "<!-- peers:begin -->";
 pub const END: &str = "<!-- peers:end -->";
 
 /// What a row is, for the ratios and the verdicts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
     /// collection-store (or its log): what the others are compared with.
     Subject,
@@ -22,7 +23,7 @@ pub enum Role {
     Floor,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub name: String,
     pub role: Role,
@@ -38,6 +39,13 @@ pub struct Row {
 }
 
 impl Row {
+    /// Disk cache flushes per operation during the run.
+    pub fn flushes_per_op(&self) -> Option<f64> {
+        self.run
+            .flushes
+            .map(|f| f as f64 / self.run.ops.max(1) as f64)
+    }
+
     /// Records per second.
     pub fn throughput(&self) -> f64 {
         self.run.ops_per_s() * self.items_per_op as f64
@@ -45,7 +53,7 @@ impl Row {
 }
 
 /// One workload's table.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Section {
     /// File-name stem of its plot.
     pub id: String,
@@ -56,10 +64,12 @@ pub struct Section {
     /// What the latency columns time ("per commit", "per batch of 1,000", ...).
     pub latency_of: String,
     pub rows: Vec<Row>,
+    /// Lines printed under the table (e.g. load rates).
+    pub notes: Vec<String>,
 }
 
 /// The reopen workload: one row per engine.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReopenRow {
     pub name: String,
     pub role: Role,
@@ -110,11 +120,22 @@ impl Section {
                     .iter()
                     .filter(|p| p.role == Role::Peer && p.throughput() > s.throughput())
                     .map(|p| {
-                        format!(
+                        let mut v = format!(
                             "{} is {}× faster",
                             p.name,
                             fmt_ratio(p.throughput() / s.throughput())
-                        )
+                        );
+                        if let (Some(pf), Some(sf)) = (p.flushes_per_op(), s.flushes_per_op())
+                            && p.level == "durable"
+                            && pf < 0.5
+                            && sf >= 0.5
+                        {
+                            let _ = write!(
+                                v,
+                                " (with {pf:.2} disk cache flushes per operation against {sf:.2}: not durable against power loss on this disk)"
+                            );
+                        }
+                        v
                     })
                     .collect();
                 let label = if g.is_empty() {
@@ -177,6 +198,9 @@ impl Section {
             "\nLatency is {}; throughput counts {} over the whole run.\n",
             self.latency_of, self.unit
         );
+        for n in &self.notes {
+            let _ = writeln!(s, "{n}\n");
+        }
         for v in self.verdicts() {
             let _ = writeln!(s, "- {v}");
         }
@@ -394,6 +418,7 @@ mod tests {
             unit: "commits/s".into(),
             latency_of: "per commit".into(),
             rows,
+            notes: Vec::new(),
         }
     }
 
@@ -439,6 +464,23 @@ mod tests {
                 "**behind**: collection-store (1 thread): fast is 2.50× faster".to_owned(),
                 "ahead: collection-store (2 threads) is ahead of every peer".to_owned(),
             ]
+        );
+    }
+
+    #[test]
+    fn a_faster_peer_that_does_not_flush_is_called_out() {
+        let mut sled = row("sled", Role::Peer, "", 2_000, 1.0);
+        sled.level = "durable".into();
+        sled.run.flushes = Some(0);
+        let s = section(vec![
+            row("collection-store", Role::Subject, "", 1_000, 1.0),
+            sled,
+        ]);
+        let v = s.verdicts();
+        assert_eq!(v.len(), 1);
+        assert!(
+            v[0].starts_with("**behind**: collection-store: sled is 2.00× faster (with 0.00 disk cache flushes per operation against 2.00"),
+            "{v:?}"
         );
     }
 

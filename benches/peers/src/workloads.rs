@@ -78,6 +78,8 @@ pub struct Ctx {
     pub values: Values,
     pub kinds: Vec<Kind>,
     pub logs: Vec<LogKind>,
+    /// Whether to measure the floors.
+    pub floors: bool,
 }
 
 impl Ctx {
@@ -227,20 +229,22 @@ pub fn durable(ctx: &Ctx) -> Result<Section> {
     let mut rows = Vec::new();
     for value_bytes in [256usize, 4096] {
         let group = size_label(value_bytes);
-        let run = floor::pwrite(
-            &ctx.dir,
-            ctx.sizes.floor_file,
-            value_bytes,
-            true,
-            ctx.budget(),
-            ctx.disk(),
-        )?;
-        rows.push(floor_row(
-            &format!("pwrite {group} + fdatasync"),
-            &group,
-            run,
-        ));
-        progress("1", rows.last().unwrap());
+        if ctx.floors {
+            let run = floor::pwrite(
+                &ctx.dir,
+                ctx.sizes.floor_file,
+                value_bytes,
+                true,
+                ctx.budget(),
+                ctx.disk(),
+            )?;
+            rows.push(floor_row(
+                &format!("pwrite {group} + fdatasync"),
+                &group,
+                run,
+            ));
+            progress("1", rows.last().unwrap());
+        }
         for &kind in &ctx.kinds {
             rows.push(engine_row(ctx, kind, Level::Sync, &group, 1, |e| {
                 single_commits(ctx, e, value_bytes, 0)
@@ -267,26 +271,29 @@ pub fn durable(ctx: &Ctx) -> Result<Section> {
         unit: "commits/s".into(),
         latency_of: "per commit".into(),
         rows,
+        notes: Vec::new(),
     })
 }
 
 /// 2. Group commit: 1, 2, 4, 8 threads of durable single-record commits.
 pub fn group_commit(ctx: &Ctx) -> Result<Section> {
     let mut rows = Vec::new();
-    let run = floor::pwrite(
-        &ctx.dir,
-        ctx.sizes.floor_file,
-        256,
-        true,
-        ctx.budget(),
-        ctx.disk(),
-    )?;
-    rows.push(floor_row(
-        "pwrite 256 B + fdatasync, 1 thread",
-        "1 thread",
-        run,
-    ));
-    progress("2", rows.last().unwrap());
+    if ctx.floors {
+        let run = floor::pwrite(
+            &ctx.dir,
+            ctx.sizes.floor_file,
+            256,
+            true,
+            ctx.budget(),
+            ctx.disk(),
+        )?;
+        rows.push(floor_row(
+            "pwrite 256 B + fdatasync, 1 thread",
+            "1 thread",
+            run,
+        ));
+        progress("2", rows.last().unwrap());
+    }
     let group_of = |t: usize| {
         if t == 1 {
             "1 thread".to_owned()
@@ -366,6 +373,7 @@ pub fn group_commit(ctx: &Ctx) -> Result<Section> {
         unit: "commits/s".into(),
         latency_of: "per commit, all threads merged".into(),
         rows,
+        notes: Vec::new(),
     })
 }
 
@@ -373,22 +381,24 @@ pub fn group_commit(ctx: &Ctx) -> Result<Section> {
 pub fn non_durable(ctx: &Ctx) -> Result<Section> {
     let mut rows = Vec::new();
     let group = "256 B";
-    rows.push(floor_row(
-        "memcpy 256 B",
-        group,
-        floor::memcpy(256, ctx.budget()),
-    ));
-    progress("3", rows.last().unwrap());
-    let run = floor::pwrite(
-        &ctx.dir,
-        ctx.sizes.floor_file,
-        256,
-        false,
-        ctx.budget(),
-        ctx.disk(),
-    )?;
-    rows.push(floor_row("pwrite 256 B, no sync", group, run));
-    progress("3", rows.last().unwrap());
+    if ctx.floors {
+        rows.push(floor_row(
+            "memcpy 256 B",
+            group,
+            floor::memcpy(256, ctx.budget()),
+        ));
+        progress("3", rows.last().unwrap());
+        let run = floor::pwrite(
+            &ctx.dir,
+            ctx.sizes.floor_file,
+            256,
+            false,
+            ctx.budget(),
+            ctx.disk(),
+        )?;
+        rows.push(floor_row("pwrite 256 B, no sync", group, run));
+        progress("3", rows.last().unwrap());
+    }
     for &kind in &ctx.kinds {
         let levels: &[Level] = if kind == Kind::CollectionStore {
             &[Level::Os, Level::Memory]
@@ -417,6 +427,7 @@ pub fn non_durable(ctx: &Ctx) -> Result<Section> {
         unit: "commits/s".into(),
         latency_of: "per commit".into(),
         rows,
+        notes: Vec::new(),
     })
 }
 
@@ -447,25 +458,27 @@ pub fn batches(ctx: &Ctx) -> Result<Section> {
     let mut rows = Vec::new();
     let group = "1,000 × (24 B + 150 B)";
     let bytes = BATCH * (KEY_BYTES + SMALL_VALUE);
-    let run = floor::pwrite(
-        &ctx.dir,
-        ctx.sizes.floor_file.max(bytes as u64 * 64),
-        bytes,
-        true,
-        ctx.budget(),
-        ctx.disk(),
-    )?;
-    let mut f = floor_row(
-        &format!(
-            "pwrite {} B + fdatasync",
-            crate::report::fmt_count(bytes as u64)
-        ),
-        group,
-        run,
-    );
-    f.items_per_op = BATCH as u64;
-    rows.push(f);
-    progress("4", rows.last().unwrap());
+    if ctx.floors {
+        let run = floor::pwrite(
+            &ctx.dir,
+            ctx.sizes.floor_file.max(bytes as u64 * 64),
+            bytes,
+            true,
+            ctx.budget(),
+            ctx.disk(),
+        )?;
+        let mut f = floor_row(
+            &format!(
+                "pwrite {} B + fdatasync",
+                crate::report::fmt_count(bytes as u64)
+            ),
+            group,
+            run,
+        );
+        f.items_per_op = BATCH as u64;
+        rows.push(f);
+        progress("4", rows.last().unwrap());
+    }
     for &kind in &ctx.kinds {
         rows.push(engine_row(
             ctx,
@@ -514,6 +527,7 @@ pub fn batches(ctx: &Ctx) -> Result<Section> {
         unit: "records/s".into(),
         latency_of: "per transaction of 1,000".into(),
         rows,
+        notes: Vec::new(),
     })
 }
 
@@ -564,19 +578,25 @@ pub fn reads(ctx: &Ctx) -> Result<Section> {
         .map(|_| rng.random_range(0..n))
         .collect();
     let mut rows = Vec::new();
-    rows.push(floor_row(
-        "copy 174 B from a random slot of an array in memory",
-        &group,
-        floor::random_read(n, KEY_BYTES + SMALL_VALUE, &order, ctx.budget())?,
-    ));
-    progress("5", rows.last().unwrap());
+    if ctx.floors {
+        rows.push(floor_row(
+            "copy 174 B from a random slot of an array in memory",
+            &group,
+            floor::random_read(n, KEY_BYTES + SMALL_VALUE, &order, ctx.budget())?,
+        ));
+        progress("5", rows.last().unwrap());
+    }
     let mut notes = Vec::new();
     for &kind in &ctx.kinds {
         let dir = ctx.fresh(&format!("{}-reads", kind.id()))?;
         if kind == Kind::CollectionStore {
             let cs = Cs::open(&dir, Level::Sync, true)?;
             let rate = load(ctx, &cs, n)?;
-            notes.push(format!("{} loaded at {}/s", kind.name(), fmt_rate(rate)));
+            notes.push(format!(
+                "Load (not timed as a workload): {} loaded at {} records/s.",
+                kind.name(),
+                fmt_rate(rate)
+            ));
             for stage in ["", ", after a checkpoint"] {
                 if !stage.is_empty() {
                     cs.checkpoint()?;
@@ -604,7 +624,11 @@ pub fn reads(ctx: &Ctx) -> Result<Section> {
         } else {
             let e = kind.open(&dir, Level::Sync)?;
             let rate = load(ctx, e.as_ref(), n)?;
-            notes.push(format!("{} loaded at {}/s", kind.name(), fmt_rate(rate)));
+            notes.push(format!(
+                "Load (not timed as a workload): {} loaded at {} records/s.",
+                kind.name(),
+                fmt_rate(rate)
+            ));
             let run = random_reads(ctx, e.reader()?.as_mut(), &order)?;
             rows.push(read_row(
                 format!("{}: get by key", kind.name()),
@@ -625,14 +649,13 @@ pub fn reads(ctx: &Ctx) -> Result<Section> {
              read transaction or prepared statement). collection-store reads by id (its primary key) with `get` \
              and by the 24 B key with `find_one` on the unique index (the equivalent of the peers' get by key), \
              as loaded (the newest documents in the in-memory delta) and after `checkpoint()` (read in place from \
-             the mapped snapshot). Each read is timed on its own, clock included; the floor is timed the same way. \
-             Load rates (not a workload): {}.",
+             the mapped snapshot). Each read is timed on its own, clock included; the floor is timed the same way.",
             crate::report::fmt_count(n),
-            notes.join("; ")
         ),
         unit: "reads/s".into(),
         latency_of: "per read".into(),
         rows,
+        notes,
     })
 }
 
