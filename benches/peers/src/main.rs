@@ -118,7 +118,8 @@ fn parse_args() -> Result<Args> {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 fn main() -> Result<()> {
@@ -321,12 +322,39 @@ fn merge(into: &mut ChildOut, part: ChildOut) {
             None => into.sections.push(s),
         }
     }
+    for s in &mut into.sections {
+        sort_rows(&mut s.rows);
+    }
     if let Some((rows, about)) = part.reopen {
         match into.reopen.as_mut() {
             Some((r, _)) => r.extend(rows),
             None => into.reopen = Some((rows, about)),
         }
     }
+}
+
+/// Orders a table's rows by group (in the order groups first appear), then floor, collection-store, peers; rows
+/// otherwise keep their order.
+fn sort_rows(rows: &mut [report::Row]) {
+    let mut groups: Vec<String> = Vec::new();
+    for r in rows.iter() {
+        if !groups.contains(&r.group) {
+            groups.push(r.group.clone());
+        }
+    }
+    let rank = |r: &report::Row| {
+        let g = groups
+            .iter()
+            .position(|g| *g == r.group)
+            .unwrap_or(usize::MAX);
+        let role = match r.role {
+            Role::Floor => 0,
+            Role::Subject => 1,
+            Role::Peer => 2,
+        };
+        (g, role)
+    };
+    rows.sort_by_key(rank);
 }
 
 /// Writes one SVG per table; returns, per section id, the link relative to the output file.
@@ -599,4 +627,90 @@ fn render(
         s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Run;
+    use std::time::Duration;
+
+    fn row(name: &str, role: Role, group: &str) -> report::Row {
+        report::Row {
+            name: name.into(),
+            role,
+            group: group.into(),
+            level: String::new(),
+            run: Run {
+                ops: 1,
+                elapsed: Duration::from_secs(1),
+                latency: Default::default(),
+                flushes: None,
+            },
+            items_per_op: 1,
+            syncs: None,
+        }
+    }
+
+    #[test]
+    fn children_merge_into_one_table_per_workload_in_group_order() {
+        let section = |rows| Section {
+            id: "w".into(),
+            title: "W".into(),
+            about: String::new(),
+            unit: "ops/s".into(),
+            latency_of: String::new(),
+            rows,
+            notes: vec![],
+        };
+        let mut all = ChildOut::default();
+        // The floor's child comes first, with both groups; then an engine; then collection-store.
+        merge(
+            &mut all,
+            ChildOut {
+                sections: vec![section(vec![
+                    row("floor a", Role::Floor, "a"),
+                    row("floor b", Role::Floor, "b"),
+                ])],
+                reopen: None,
+            },
+        );
+        merge(
+            &mut all,
+            ChildOut {
+                sections: vec![section(vec![
+                    row("peer", Role::Peer, "a"),
+                    row("peer", Role::Peer, "b"),
+                ])],
+                reopen: None,
+            },
+        );
+        merge(
+            &mut all,
+            ChildOut {
+                sections: vec![section(vec![
+                    row("cs", Role::Subject, "a"),
+                    row("cs", Role::Subject, "b"),
+                ])],
+                reopen: None,
+            },
+        );
+        assert_eq!(all.sections.len(), 1);
+        let order: Vec<(&str, &str)> = all.sections[0]
+            .rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.group.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("floor a", "a"),
+                ("cs", "a"),
+                ("peer", "a"),
+                ("floor b", "b"),
+                ("cs", "b"),
+                ("peer", "b")
+            ]
+        );
+    }
 }

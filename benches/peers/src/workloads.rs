@@ -61,7 +61,7 @@ impl Sizes {
         Self {
             mode: "full",
             warm_up: Duration::from_millis(500),
-            time: Duration::from_secs(5),
+            time: Duration::from_secs(7),
             floor_file: 64 << 20,
             read_keys: 1_000_000,
             fill_bytes: 1 << 30,
