@@ -401,11 +401,16 @@ fn draw_plots(
             }
             plot::lines(&path, &s.title, &s.unit, &series)?;
         } else {
+            let one_group = s.rows.iter().all(|r| r.group == s.rows[0].group);
             let bars: Vec<plot::Bar> = s
                 .rows
                 .iter()
                 .map(|r| plot::Bar {
-                    label: format!("{} · {}", short(&r.name), r.group),
+                    label: if one_group {
+                        short(&r.name)
+                    } else {
+                        format!("{} · {}", short(&r.name), r.group)
+                    },
                     value: r.throughput(),
                     role: r.role,
                 })
@@ -438,8 +443,8 @@ fn draw_plots(
 /// A label short enough for a plot's axis.
 fn short(name: &str) -> String {
     let n = name.replace('`', "");
-    if n.chars().count() > 48 {
-        n.chars().take(47).collect::<String>() + "…"
+    if n.chars().count() > 72 {
+        n.chars().take(71).collect::<String>() + "…"
     } else {
         n
     }

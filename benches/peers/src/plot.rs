@@ -16,6 +16,7 @@ pub struct Bar {
 }
 
 const SUBJECT: RGBColor = RGBColor(0xd9, 0x5f, 0x02);
+const SUBJECT_LOG: RGBColor = RGBColor(0x7f, 0x2a, 0x04);
 const PEER: RGBColor = RGBColor(0x4c, 0x78, 0xa8);
 const FLOOR: RGBColor = RGBColor(0x99, 0x99, 0x99);
 
@@ -42,7 +43,7 @@ pub fn bars(path: &Path, title: &str, axis: &str, bars: &[Bar]) -> Result<()> {
         return Ok(());
     }
     let height = 90 + 26 * bars.len() as u32;
-    let root = SVGBackend::new(path, (900, height)).into_drawing_area();
+    let root = SVGBackend::new(path, (1000, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     draw_bars(&root, title, axis, &bars)?;
     root.present().map_err(err)?;
@@ -63,7 +64,7 @@ fn draw_bars(
         .caption(title, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(35)
-        .y_label_area_size(330)
+        .y_label_area_size(430)
         .build_cartesian_2d((lo..hi).log_scale(), (0..n).into_segmented())
         .map_err(err)?;
     chart
@@ -72,7 +73,7 @@ fn draw_bars(
         .x_desc(axis)
         .y_labels(n)
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            SegmentValue::CenterOf(i) if *i < n => labels[n - 1 - *i].clone(),
             _ => String::new(),
         })
         .x_label_formatter(&|v| crate::report::fmt_rate(*v))
@@ -80,10 +81,12 @@ fn draw_bars(
         .map_err(err)?;
     chart
         .draw_series(bars.iter().enumerate().map(|(i, b)| {
+            // The first bar at the top.
+            let at = n - 1 - i;
             let mut r = Rectangle::new(
                 [
-                    (lo, SegmentValue::Exact(i)),
-                    (b.value, SegmentValue::Exact(i + 1)),
+                    (lo, SegmentValue::Exact(at)),
+                    (b.value, SegmentValue::Exact(at + 1)),
                 ],
                 color(b.role).filled(),
             );
@@ -133,9 +136,18 @@ pub fn lines(path: &Path, title: &str, axis: &str, series: &[Series]) -> Result<
         .y_label_formatter(&|v| crate::report::fmt_rate(*v))
         .draw()
         .map_err(err)?;
+    let mut subjects = 0;
     for (i, (name, role, points)) in series.iter().enumerate() {
         let c = match role {
-            Role::Subject => SUBJECT.to_rgba(),
+            // collection-store orange, its log on its own dark brown.
+            Role::Subject => {
+                subjects += 1;
+                if subjects == 1 {
+                    SUBJECT.to_rgba()
+                } else {
+                    SUBJECT_LOG.to_rgba()
+                }
+            }
             _ => Palette99::pick(i).to_rgba(),
         };
         let width = if *role == Role::Subject { 3 } else { 1 };
@@ -153,7 +165,7 @@ pub fn lines(path: &Path, title: &str, axis: &str, series: &[Series]) -> Result<
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
