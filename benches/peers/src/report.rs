@@ -125,6 +125,9 @@ impl Section {
                             p.name,
                             fmt_ratio(p.throughput() / s.throughput())
                         );
+                        if p.throughput() < s.throughput() * 1.05 {
+                            v.push_str(" (within 5%)");
+                        }
                         if let (Some(pf), Some(sf)) = (p.flushes_per_op(), s.flushes_per_op())
                             && p.level == "durable"
                             && pf < 0.5
@@ -454,6 +457,7 @@ mod tests {
             row("collection-store", Role::Subject, "1 thread", 1_000, 1.0),
             row("fast", Role::Peer, "1 thread", 2_500, 1.0),
             row("slow", Role::Peer, "1 thread", 500, 1.0),
+            row("level", Role::Peer, "1 thread", 1_040, 1.0),
             row("collection-store", Role::Subject, "2 threads", 3_000, 1.0),
             row("fast", Role::Peer, "2 threads", 2_000, 1.0),
         ]);
@@ -461,7 +465,7 @@ mod tests {
         assert_eq!(
             v,
             vec![
-                "**behind**: collection-store (1 thread): fast is 2.50× faster".to_owned(),
+                "**behind**: collection-store (1 thread): fast is 2.50× faster, level is 1.04× faster (within 5%)".to_owned(),
                 "ahead: collection-store (2 threads) is ahead of every peer".to_owned(),
             ]
         );
