@@ -102,9 +102,9 @@ fn parse_args() -> Result<Args> {
             Long("help") | Short('h') => {
                 println!(
                     "peers [--quick] [--tiny] [--out FILE] [--dir DIR] [--plots DIR] [--workloads 1,..,6] [--engines {}]",
-                    Kind::all()
-                        .iter()
-                        .map(|k| k.id())
+                    ["floor"]
+                        .into_iter()
+                        .chain(Kind::all().iter().map(|k| k.id()))
                         .chain(LogKind::all().iter().map(|l| l.id()))
                         .collect::<Vec<_>>()
                         .join(",")
@@ -127,6 +127,16 @@ fn main() -> Result<()> {
     if let Some(id) = &args.writer {
         let dir = args.dir.as_ref().context("--writer needs --dir")?;
         return reopen::child(id, dir, args.bytes);
+    }
+    if let Some(ids) = &args.engines {
+        for id in ids {
+            if id != "floor" && Kind::from_id(id).is_err() && LogKind::from_id(id).is_err() {
+                anyhow::bail!("--engines: unknown engine {id:?} (see --help)");
+            }
+        }
+    }
+    if let Some(n) = args.workloads.iter().find(|n| !(1..=6).contains(*n)) {
+        anyhow::bail!("--workloads: there is no workload {n} (1 to 6)");
     }
     let started = Instant::now();
     let sizes = if args.tiny {
