@@ -53,6 +53,10 @@
 //! import is refused with [`Error::CollectionExists`] unless [`ImportOptions::replace`] is set; then those
 //! collections are dropped first, each in its own commit ([`Database::drop_documents`]), so that step is **not**
 //! part of the atomic import.
+//!
+//! One transaction is one log group, so an import is bounded by the largest group the log takes (the staging
+//! ring, 8 MiB by default): a larger one fails with [`Error::Import`] (field `(import)`) and imports nothing.
+//! Importing the sources one by one (a schema file, a standalone collection) splits it.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -61,7 +65,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use crate::db::Database;
@@ -248,14 +252,27 @@ pub fn import(db: &Database, src: &Path, options: &ImportOptions) -> Result<Impo
         for (row, doc) in c.rows.iter().zip(&c.docs) {
             documents.insert_at_row(&mut tx, *row, doc)?;
             done += 1;
-            if done % PROGRESS_EVERY_DOCS == 0
+            if done.is_multiple_of(PROGRESS_EVERY_DOCS)
                 && let Some(progress) = progress
             {
                 progress(done, total);
             }
         }
     }
-    tx.commit()?;
+    tx.commit().map_err(|e| match e {
+        Error::RecordTooLarge {
+            len_bytes,
+            max_bytes,
+        } => import_error(
+            src,
+            "(import)",
+            format!(
+                "the import writes {len_bytes} bytes of log in its one transaction, more than the largest \
+                 transaction ({max_bytes} bytes): import the collections separately (nothing was imported)"
+            ),
+        ),
+        other => other,
+    })?;
     if let Some(progress) = progress {
         progress(done, total);
     }
@@ -409,7 +426,6 @@ impl<'de> Deserialize<'de> for TopLevel {
             }
         }
         d.deserialize_map(TopVisitor)
-            .map_err(|e: D::Error| de::Error::custom(e))
     }
 }
 
@@ -1030,6 +1046,19 @@ fn json_key(key: &str) -> String {
     serde_json::to_string(key).expect("a string serializes")
 }
 
+/// Where a collection's data is and how it is configured, before its documents are read.
+struct Located {
+    database: Option<String>,
+    config: Config,
+    /// Where `config` is in its file, for errors.
+    config_at: String,
+    snapshot: Option<OValue>,
+    file: PathBuf,
+    folder: Option<PathBuf>,
+    /// The schema file and its index definitions for the collection, if a schema lists it.
+    schema_indexes: Option<(PathBuf, Vec<SourceIndex>)>,
+}
+
 /// A document of the source, before dedup and row assignment.
 struct SourceDoc {
     /// The hash key (List) or tree key (FileStorage), as text.
@@ -1041,15 +1070,15 @@ struct SourceDoc {
 /// Finds, checks and maps one collection.
 fn load(unit: Unit, global: &mut Vec<String>) -> Result<Option<Loaded>> {
     let mut warnings = Vec::new();
-    let (database, config, config_at, snapshot, file, folder, schema_indexes): (
-        Option<String>,
-        Config,
-        String,
-        Option<OValue>,
-        PathBuf,
-        Option<PathBuf>,
-        Option<(PathBuf, Vec<SourceIndex>)>,
-    ) = match unit {
+    let Located {
+        database,
+        config,
+        config_at,
+        snapshot,
+        file,
+        folder,
+        schema_indexes,
+    } = match unit {
         Unit::Schema {
             schema_file,
             database,
@@ -1113,15 +1142,15 @@ fn load(unit: Unit, global: &mut Vec<String>) -> Result<Option<Loaded>> {
                 at
             };
             let config = Config { name, ..config };
-            (
-                Some(database),
+            Located {
+                database: Some(database),
                 config,
                 config_at,
                 snapshot,
                 file,
                 folder,
-                Some((schema_file, schema_defs)),
-            )
+                schema_indexes: Some((schema_file, schema_defs)),
+            }
         }
         Unit::List { file, parsed } => {
             let parsed = match parsed {
@@ -1142,15 +1171,15 @@ fn load(unit: Unit, global: &mut Vec<String>) -> Result<Option<Loaded>> {
                 "config",
                 &stem,
             )?;
-            (
-                None,
+            Located {
+                database: None,
                 config,
-                "config".into(),
-                Some(snapshot),
+                config_at: "config".into(),
+                snapshot: Some(snapshot),
                 file,
-                None,
-                None,
-            )
+                folder: None,
+                schema_indexes: None,
+            }
         }
         Unit::Folder { folder } => {
             let file = folder.join("metadata.json");
@@ -1167,15 +1196,15 @@ fn load(unit: Unit, global: &mut Vec<String>) -> Result<Option<Loaded>> {
                         "config",
                         &name,
                     )?;
-                    (
-                        None,
+                    Located {
+                        database: None,
                         config,
-                        "config".into(),
-                        Some(snapshot),
+                        config_at: "config".into(),
+                        snapshot: Some(snapshot),
                         file,
-                        Some(folder),
-                        None,
-                    )
+                        folder: Some(folder),
+                        schema_indexes: None,
+                    }
                 }
                 Parsed::Empty => {
                     warnings.push(format!(
@@ -1192,15 +1221,15 @@ fn load(unit: Unit, global: &mut Vec<String>) -> Result<Option<Loaded>> {
                         audit: false,
                         index_list: None,
                     };
-                    (
-                        None,
+                    Located {
+                        database: None,
                         config,
-                        "config".into(),
-                        None,
+                        config_at: "config".into(),
+                        snapshot: None,
                         file,
-                        Some(folder),
-                        None,
-                    )
+                        folder: Some(folder),
+                        schema_indexes: None,
+                    }
                 }
                 _ => {
                     return Err(import_error(
@@ -2116,4 +2145,38 @@ fn map_indexes(
         });
     }
     Ok((created, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lone_surrogates_are_replaced_and_pairs_and_escaped_backslashes_kept() {
+        let text = r#"{"a":"\ud83c\udf81","b":"x\udc00y","c":"\\ud800","d":"\uD800"}"#.to_owned();
+        let (fixed, replaced) = replace_lone_surrogates(text);
+        assert_eq!(replaced, 2);
+        let value: Value = serde_json::from_str(&fixed).unwrap();
+        assert_eq!(value["a"], "\u{1f381}");
+        assert_eq!(value["b"], "x\u{fffd}y");
+        assert_eq!(value["c"], "\\ud800");
+        assert_eq!(value["d"], "\u{fffd}");
+    }
+
+    #[test]
+    fn hash_keys_follow_javascript_object_key_order() {
+        let mut keys = vec!["b", "10", "2", "a", "01", "4294967295", "0"];
+        keys.sort_by_key(|k| array_index(k).map_or((1, 0), |n| (0, n)));
+        assert_eq!(keys, ["0", "2", "10", "b", "a", "01", "4294967295"]);
+    }
+
+    #[test]
+    fn target_names_drop_the_list_suffix_and_ids_print_as_javascript_does() {
+        assert_eq!(target_name("contacts:FileStorage"), "contacts");
+        assert_eq!(target_name("users"), "users");
+        assert_eq!(js_string(&serde_json::json!(25)), "25");
+        assert_eq!(js_string(&serde_json::json!(-3)), "-3");
+        assert_eq!(js_string(&serde_json::json!(1e20)), "100000000000000000000");
+        assert_eq!(js_string(&serde_json::json!("L0001")), "L0001");
+    }
 }
