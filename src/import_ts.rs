@@ -1353,9 +1353,10 @@ fn load(unit: Unit, global: &mut Vec<String>) -> Result<Option<Loaded>> {
         }
         None => 0,
     };
-    if expired_documents > 0 {
+    if let Some(ttl) = config.ttl_ms {
         warnings.push(format!(
-            "{expired_documents} document(s) had expired already; imported anyway (the engine hides and purges them)"
+            "TTL of {ttl} ms on {TTL_FIELD:?} kept; every document imported, {expired_documents} of them already \
+             expired (the engine hides and purges expired documents)"
         ));
     }
     let report = CollectionReport {

@@ -174,6 +174,44 @@ fn fixture_data_dir_reproduces_expected_json() {
 }
 
 #[test]
+fn rebuilt_indexes_answer_like_the_library_rebuilt_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    import(&db, &fixture().join("data"), &ImportOptions::default()).unwrap();
+    let expected = expected();
+    let mut checked = 0;
+    for (name, c) in expected["collections"].as_object().unwrap() {
+        let docs = db.documents(target(name)).unwrap();
+        let id_field = c["id_field"].as_str().unwrap();
+        for (index, entries) in c["index_entries_rebuilt"].as_object().unwrap() {
+            let def = &c["indexDefs"][index];
+            if def.get("process").is_some() || def.get("ignoreCase").is_some() {
+                continue;
+            }
+            let plan_probe = Query::new(json!({ index.as_str(): "probe" }));
+            let plan = docs.explain(&db.read(), &plan_probe).unwrap();
+            assert_eq!(
+                plan.index.as_deref(),
+                Some(index.as_str()),
+                "{name}.{index}"
+            );
+            for entry in entries.as_array().unwrap() {
+                let (key, id) = (&entry[0], &entry[1]);
+                let found = docs
+                    .find_json(&db.read(), &Query::new(json!({ index.as_str(): key })))
+                    .unwrap();
+                assert!(
+                    found.iter().any(|d| d[id_field] == *id),
+                    "{name}.{index}: {key} -> {id} not found"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 100, "{checked}");
+}
+
+#[test]
 fn fixture_folder_itself_and_reopen_reproduce_expected_json() {
     let dir = tempfile::tempdir().unwrap();
     {
