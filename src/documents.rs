@@ -590,6 +590,13 @@ fn compile(definition: &Definition) -> Result<(Vec<String>, Vec<Arc<Compiled>>)>
     Ok((id_path, indexes))
 }
 
+/// The key `spec` gives `doc` (`None`: a sparse index skips it), exactly as the index stores it: two documents
+/// with equal keys clash in a unique index. For an importer checking its data before it writes.
+pub(crate) fn index_key_of(spec: &IndexSpec) -> Result<impl Fn(&Value) -> Option<Vec<u8>> + use<>> {
+    let compiled = Compiled::new(spec.clone())?;
+    Ok(move |doc: &Value| compiled.key(doc))
+}
+
 fn defs_of(indexes: &[Arc<Compiled>]) -> Vec<IndexDef> {
     indexes.iter().map(Compiled::def).collect()
 }
@@ -929,6 +936,30 @@ impl Documents {
         tx.put(collection, row, &Json::from(&doc))?;
         state.record(tx, &id, Some(&doc))?;
         Ok(id)
+    }
+
+    /// Inserts `doc` at row `row` with the id it carries, for an importer that chose its rows (to keep the source's
+    /// order and id counter) and checked beforehand that its ids are distinct scalars and its unique keys free.
+    /// Required fields, depth and size are checked as by [`Documents::insert`]; a clash the caller missed still
+    /// fails the commit.
+    pub(crate) fn insert_at_row(
+        &self,
+        tx: &mut Transaction<'_>,
+        row: u64,
+        doc: &Value,
+    ) -> Result<()> {
+        let state = self.state();
+        if !doc.is_object() {
+            return Err(not_object(&state, doc));
+        }
+        json::check_depth(doc)?;
+        let id = match reach(doc, &state.id_path) {
+            Reach::One(id) if is_scalar_id(id) => id.clone(),
+            _ => return Err(bad_id(&state, doc)),
+        };
+        self.check_required(&state, doc)?;
+        tx.put(&state.collection, row, &Json::from(doc))?;
+        state.record(tx, &id, Some(doc))
     }
 
     fn generate_id(

@@ -205,6 +205,17 @@ pub enum Error {
     /// The log used all of its LSN space (2^30 segments).
     #[error("the log has used all of its LSN space")]
     LsnExhausted,
+    /// A source file of an import ([`crate::import_ts`]) is malformed or partial, or the import cannot map it.
+    /// Nothing was imported.
+    #[error("{}: {field}: {reason}", file.display())]
+    Import {
+        /// The source file.
+        file: PathBuf,
+        /// Where in it: a dotted path such as `list.hash."25".id` (`(file)` for the file as a whole).
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {

@@ -39,6 +39,8 @@ pub mod documents;
 #[cfg(not(loom))]
 pub mod error;
 #[cfg(not(loom))]
+pub mod import_ts;
+#[cfg(not(loom))]
 pub mod json;
 #[cfg(not(loom))]
 pub mod progress;
