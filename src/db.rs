@@ -811,6 +811,48 @@ impl Database {
         ))
     }
 
+    /// Fences the bound collection `collection`: its index definitions are replaced by an equal copy (the store and
+    /// its indexes stay), so every transaction that wrote to it through an older handle fails at commit with
+    /// [`Error::IndexesChanged`]. Used when a collection's documents move or go away (rotation, drop, replace).
+    ///
+    /// # Errors
+    /// [`Error::UnknownCollection`] for a handle of another database; a poisoned log.
+    pub(crate) fn fence<T: Document>(&self, collection: &Collection<T>) -> Result<Collection<T>> {
+        collection.check_owner(self)?;
+        let mut catalog = self.inner.catalog.write();
+        let mut commit = self.inner.commit.lock();
+        self.inner.wait_all_published(&commit)?;
+        let slot = collection.slot;
+        let current = commit
+            .latest
+            .collections
+            .get(slot as usize)
+            .cloned()
+            .unwrap_or_else(CollectionState::empty);
+        let defs: Arc<[IndexDef]> = current.defs.to_vec().into();
+        self.inner.replace_collection(
+            &mut commit,
+            slot,
+            CollectionState {
+                defs: Arc::clone(&defs),
+                ..current
+            },
+        );
+        drop(commit);
+        let slot_entry = &mut catalog.slots[slot as usize];
+        let binding = slot_entry
+            .binding
+            .as_mut()
+            .expect("a collection with a handle is bound");
+        binding.defs = defs;
+        Ok(Collection::from_binding(
+            &self.inner,
+            slot,
+            &slot_entry.name,
+            binding,
+        ))
+    }
+
     /// The last checkpoint's cut: the sequence number of its last commit and the log position replay starts at
     /// (`None` if none was taken).
     #[must_use]

@@ -50,6 +50,8 @@ use crate::{Spec, json};
 pub const CATALOG: &str = "__documents";
 /// The name of the unique index on each document collection's id field.
 pub const ID_INDEX: &str = "_id";
+/// Documents removed per transaction when a dropped or replaced collection's storage is freed.
+pub const CLEAR_BATCH_DOCS: usize = 1_000;
 /// The name of the index on a TTL collection's timestamp field.
 pub const TTL_INDEX: &str = "_ttl";
 /// First byte of an index key whose fields each reached at most one value and no array.
@@ -198,6 +200,11 @@ pub struct Definition {
     /// Whether every version of every document is kept ([`Documents::history`]).
     #[serde(default)]
     pub audit: bool,
+    /// The typed collection that holds the documents (`None`: the collection's own name). The database chooses it
+    /// when the collection is created and moves it on rotation and on a replacing import; applications leave it
+    /// `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
 }
 
 impl Default for Definition {
@@ -208,6 +215,7 @@ impl Default for Definition {
             indexes: Vec::new(),
             ttl: None,
             audit: false,
+            storage: None,
         }
     }
 }
@@ -1444,8 +1452,10 @@ impl Documents {
         Ok(())
     }
 
-    /// Creates a collection named `<name>.<UTC time>` with the same definition and moves every document to it, all in
-    /// one transaction, and returns that name; this collection is left empty.
+    /// Moves the collection's documents (and history) to a new collection named `<name>.<UTC time>` with the same
+    /// definition, and returns that name; this collection starts empty, in a fresh storage collection. One small
+    /// transaction (the catalog's two entries): the documents do not move, their storage changes hands.
+    /// Transactions that wrote to the collection before fail at commit with [`Error::IndexesChanged`].
     ///
     /// # Errors
     /// As a commit; [`Error::CollectionExists`] if the dated name is taken.
@@ -1456,22 +1466,71 @@ impl Documents {
             .to_string()
             .replace([':', '-'], "");
         let target = format!("{}.{stamp}", self.shared.name);
-        let mut tx = db.begin();
-        let rotated = tx.create_documents(&target, state.definition.clone())?;
-        let into = rotated.state();
-        let rows: Vec<(u64, Value)> = tx
-            .iter(&state.collection)
-            .map(|(row, doc)| (row, doc.to_value()))
-            .collect();
-        for (row, doc) in &rows {
-            let id = state.id_of(doc);
-            tx.put(&into.collection, *row, &Json::from(doc))?;
-            into.record(&mut tx, &id, Some(doc))?;
-            tx.remove(&state.collection, *row)?;
-            state.record(&mut tx, &id, None)?;
+        let storage = state
+            .definition
+            .storage
+            .clone()
+            .unwrap_or_else(|| self.shared.name.to_string());
+        let moved = Definition {
+            storage: Some(storage),
+            ..state.definition.clone()
+        };
+        let fresh = Definition {
+            storage: Some(fresh_storage(STORAGE_PREFIX, &self.shared.name)),
+            ..state.definition.clone()
+        };
+        // Fence first: from here no handle writes to the old storage (writers retry on the new state).
+        let fenced = db.fence(&state.collection)?;
+        let fenced_history = state.history.as_ref().map(|h| db.fence(h)).transpose()?;
+        let keep_fenced = || {
+            self.shared.state.store(Arc::new(State {
+                definition: state.definition.clone(),
+                collection: fenced.clone(),
+                history: fenced_history.clone(),
+                id_path: state.id_path.clone(),
+                indexes: state.indexes.clone(),
+            }));
+        };
+        let result = (|| {
+            let catalog = catalog(db)?;
+            let mut tx = db.begin_with(Durability::Sync);
+            if tx.find_one(&catalog, "name", &target.as_str())?.is_some() {
+                return Err(Error::CollectionExists {
+                    collection: target.clone(),
+                });
+            }
+            let renewed = db.new_shared(&self.shared.name, fresh.clone())?;
+            put_catalog_entry(&mut tx, &catalog, &target, &moved)?;
+            put_catalog_entry(&mut tx, &catalog, &self.shared.name, &fresh)?;
+            tx.commit()?;
+            Ok(renewed)
+        })();
+        match result {
+            Ok(renewed) => {
+                self.shared.state.store(renewed.state.load_full());
+                let rotated = Arc::new(Shared {
+                    name: target.as_str().into(),
+                    state: arc_swap::ArcSwap::from_pointee(State {
+                        definition: moved,
+                        collection: fenced,
+                        history: fenced_history,
+                        id_path: state.id_path.clone(),
+                        indexes: state.indexes.clone(),
+                    }),
+                    changing: Mutex::new(()),
+                    last_timestamp: AtomicU64::new(
+                        self.shared.last_timestamp.load(Ordering::Relaxed),
+                    ),
+                    generator: Mutex::new(self.shared.generator.lock().clone()),
+                });
+                db.register_documents(vec![rotated]);
+                Ok(target)
+            }
+            Err(e) => {
+                keep_fenced();
+                Err(e)
+            }
         }
-        tx.commit()?;
-        Ok(target)
     }
 }
 
@@ -1669,17 +1728,8 @@ fn ranges_for(
 /// Writes (or replaces) the catalog entry of `name` in one synced transaction.
 fn write_catalog(db: &Database, name: &str, definition: &Definition) -> Result<()> {
     let catalog = catalog(db)?;
-    let mut tx = db.begin();
-    let entry = CatalogEntry {
-        name: name.into(),
-        definition: serde_json::to_string(definition).expect("a definition serializes"),
-    };
-    match tx.find_one(&catalog, "name", &name)? {
-        Some((row, _)) => tx.put(&catalog, row, &entry)?,
-        None => {
-            tx.insert(&catalog, &entry)?;
-        }
-    }
+    let mut tx = db.begin_with(Durability::Sync);
+    put_catalog_entry(&mut tx, &catalog, name, definition)?;
     tx.commit()?;
     Ok(())
 }
@@ -1689,6 +1739,53 @@ fn catalog(db: &Database) -> Result<Collection<CatalogEntry>> {
         CATALOG,
         Spec::new().unique("name", |e: &ArchivedCatalogEntry| e.name.to_string()),
     )
+}
+
+/// What the names of storage collections chosen by the database start with.
+pub const STORAGE_PREFIX: &str = "__storage.";
+/// What the names of the storage collections of staged (not yet published) collections start with.
+pub const STAGED_PREFIX: &str = "__staged.";
+
+/// A storage collection name no collection has used: `<prefix><random>.<name>`.
+fn fresh_storage(prefix: &str, name: &str) -> String {
+    let mut nonce = [0u8; 8];
+    if getrandom::fill(&mut nonce).is_err() {
+        nonce = now_ms().to_le_bytes();
+    }
+    format!("{prefix}{:016x}.{name}", u64::from_le_bytes(nonce))
+}
+
+/// Refuses names a document collection cannot have.
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.ends_with(HISTORY_SUFFIX)
+        || name == CATALOG
+        || name.starts_with(STORAGE_PREFIX)
+        || name.starts_with(STAGED_PREFIX)
+    {
+        return Err(Error::InvalidOptions(format!(
+            "{name:?} cannot name a document collection (empty, {CATALOG:?}, starting with {STORAGE_PREFIX:?} or \
+             {STAGED_PREFIX:?}, or ending in {HISTORY_SUFFIX:?})"
+        )));
+    }
+    Ok(())
+}
+
+/// Writes `entry` for its name into `tx`, replacing the one there.
+fn put_catalog_entry(
+    tx: &mut Transaction<'_>,
+    catalog: &Collection<CatalogEntry>,
+    name: &str,
+    definition: &Definition,
+) -> Result<()> {
+    let entry = CatalogEntry {
+        name: name.into(),
+        definition: serde_json::to_string(definition).expect("a definition serializes"),
+    };
+    match tx.find_one(catalog, "name", &name)? {
+        Some((row, _)) => tx.put(catalog, row, &entry),
+        None => tx.insert(catalog, &entry).map(|_| ()),
+    }
 }
 
 /// The collections `tx` created whose catalog entries it still holds (a savepoint may have rolled one back).
@@ -1718,11 +1815,7 @@ impl Transaction<'_> {
     /// [`Error::CollectionExists`] if it exists (as this transaction sees the catalog); [`Error::InvalidOptions`]
     /// for a bad definition or name; [`Error::WrongType`] if a typed collection has the name.
     pub fn create_documents(&mut self, name: &str, definition: Definition) -> Result<Documents> {
-        if name.is_empty() || name.ends_with(HISTORY_SUFFIX) || name == CATALOG {
-            return Err(Error::InvalidOptions(format!(
-                "{name:?} cannot name a document collection (empty, {CATALOG:?}, or ending in {HISTORY_SUFFIX:?})"
-            )));
-        }
+        check_name(name)?;
         compile(&definition)?;
         let db = self.snapshot_database();
         let catalog = catalog(db)?;
@@ -1730,6 +1823,12 @@ impl Transaction<'_> {
             return Err(Error::CollectionExists {
                 collection: name.into(),
             });
+        }
+        let mut definition = definition;
+        if definition.storage.is_none() && db.collection_names().iter().any(|n| n == name) {
+            // The name's own typed collection was used before (a dropped or rotated collection's documents may
+            // still be in it): the new collection starts in a fresh one.
+            definition.storage = Some(fresh_storage(STORAGE_PREFIX, name));
         }
         let shared = db.new_shared(name, definition.clone())?;
         let entry = CatalogEntry {
@@ -1764,12 +1863,13 @@ impl Database {
     fn new_shared(&self, name: &str, definition: Definition) -> Result<Arc<Shared>> {
         let (_, indexes) = compile(&definition)?;
         let defs = defs_of(&indexes);
+        let storage = definition.storage.as_deref().unwrap_or(name);
         let history = if definition.audit {
-            Some(self.collection(&history_name(name), history_spec())?)
+            Some(self.collection(&history_name(storage), history_spec())?)
         } else {
             None
         };
-        let mut collection = self.collection::<Json>(name, Spec::from_defs(defs.clone()))?;
+        let mut collection = self.collection::<Json>(storage, Spec::from_defs(defs.clone()))?;
         let fresh = collection.defs.len() == defs.len()
             && collection
                 .defs
@@ -1876,25 +1976,153 @@ impl Database {
             Err(e) => return Err(e),
         };
         let _changing = documents.shared.changing.lock();
-        let catalog = catalog(self)?;
         let state = documents.state();
-        let mut tx = self.begin();
-        let rows: Vec<u64> = tx.iter(&state.collection).map(|(row, _)| row).collect();
-        for row in rows {
-            tx.remove(&state.collection, row)?;
-        }
-        if let Some(history) = &state.history {
-            let rows: Vec<u64> = tx.iter(history).map(|(row, _)| row).collect();
-            for row in rows {
-                tx.remove(history, row)?;
-            }
-        }
+        let catalog = catalog(self)?;
+        // Fence first, so that no transaction writes to the storage once it is garbage.
+        let fenced = self.fence(&state.collection)?;
+        let fenced_history = state.history.as_ref().map(|h| self.fence(h)).transpose()?;
+        let mut tx = self.begin_with(Durability::Sync);
         if let Some((row, _)) = tx.find_one(&catalog, "name", &name)? {
             tx.remove(&catalog, row)?;
         }
-        tx.commit()?;
+        let committed = tx.commit();
+        if let Err(e) = committed {
+            documents.shared.state.store(Arc::new(State {
+                definition: state.definition.clone(),
+                collection: fenced,
+                history: fenced_history,
+                id_path: state.id_path.clone(),
+                indexes: state.indexes.clone(),
+            }));
+            return Err(e);
+        }
         self.registry().lock().remove(name);
+        // The documents are garbage now: nothing names their storage. Freed in small transactions (a crash in
+        // between leaves them unreachable; a collection created later under this name uses a fresh storage).
+        self.clear_collection(&fenced)?;
+        if let Some(history) = &fenced_history {
+            self.clear_collection(history)?;
+        }
         Ok(true)
+    }
+
+    /// Removes every document of `collection`, in transactions of at most [`CLEAR_BATCH_DOCS`] documents.
+    pub(crate) fn clear_collection<T: crate::Document>(
+        &self,
+        collection: &Collection<T>,
+    ) -> Result<()> {
+        loop {
+            let mut tx = self.begin_with(Durability::None);
+            let rows: Vec<u64> = tx
+                .iter(collection)
+                .map(|(row, _)| row)
+                .take(CLEAR_BATCH_DOCS)
+                .collect();
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in rows {
+                tx.remove(collection, row)?;
+            }
+            tx.commit()?;
+        }
+    }
+
+    /// A handle of a new collection `name` whose documents go to a fresh *staged* storage collection, with no
+    /// catalog entry: nothing a reader can see until [`Database::publish_staged`] publishes it. Fill it with any
+    /// number of transactions (an import larger than one transaction may hold).
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] for a bad definition or name.
+    pub(crate) fn stage_documents(&self, name: &str, definition: Definition) -> Result<Documents> {
+        check_name(name)?;
+        compile(&definition)?;
+        let definition = Definition {
+            storage: Some(fresh_storage(STAGED_PREFIX, name)),
+            ..definition
+        };
+        Ok(Documents {
+            shared: self.new_shared(name, definition)?,
+        })
+    }
+
+    /// Publishes staged collections ([`Database::stage_documents`]) in one small transaction: their catalog entries
+    /// appear together, or none does. With `replace`, collections of the same names are replaced in that same
+    /// transaction (their writers fenced first, their documents freed after); otherwise an existing name is
+    /// [`Error::CollectionExists`]. Returns the names replaced.
+    ///
+    /// # Errors
+    /// As above, and as a commit (nothing is published then).
+    pub(crate) fn publish_staged(
+        &self,
+        staged: &[Documents],
+        replace: bool,
+    ) -> Result<Vec<String>> {
+        let catalog = catalog(self)?;
+        let mut replaced = Vec::new();
+        for documents in staged {
+            match self.documents(&documents.shared.name) {
+                Ok(old) if replace => replaced.push(old),
+                Ok(_) => {
+                    return Err(Error::CollectionExists {
+                        collection: documents.shared.name.to_string(),
+                    });
+                }
+                Err(Error::UnknownCollection { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let guards: Vec<_> = replaced.iter().map(|d| d.shared.changing.lock()).collect();
+        let mut fenced = Vec::new();
+        for old in &replaced {
+            let state = old.state();
+            let collection = self.fence(&state.collection)?;
+            let history = state.history.as_ref().map(|h| self.fence(h)).transpose()?;
+            old.shared.state.store(Arc::new(State {
+                definition: state.definition.clone(),
+                collection: collection.clone(),
+                history: history.clone(),
+                id_path: state.id_path.clone(),
+                indexes: state.indexes.clone(),
+            }));
+            fenced.push((collection, history));
+        }
+        let mut tx = self.begin_with(Durability::Sync);
+        for documents in staged {
+            let state = documents.state();
+            put_catalog_entry(&mut tx, &catalog, &documents.shared.name, &state.definition)?;
+        }
+        tx.commit()?;
+        {
+            let mut registry = self.registry().lock();
+            for documents in staged {
+                registry.insert(
+                    Arc::clone(&documents.shared.name),
+                    Arc::clone(&documents.shared),
+                );
+            }
+        }
+        drop(guards);
+        for (collection, history) in &fenced {
+            self.clear_collection(collection)?;
+            if let Some(history) = history {
+                self.clear_collection(history)?;
+            }
+        }
+        Ok(replaced.iter().map(|d| d.shared.name.to_string()).collect())
+    }
+
+    /// Frees the documents of a staged collection that will not be published.
+    ///
+    /// # Errors
+    /// As a commit.
+    pub(crate) fn discard_staged(&self, staged: &Documents) -> Result<()> {
+        let state = staged.state();
+        self.clear_collection(&state.collection)?;
+        if let Some(history) = &state.history {
+            self.clear_collection(history)?;
+        }
+        Ok(())
     }
 
     /// Removes expired documents from every TTL collection opened in this process; returns how many.

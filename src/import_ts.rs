@@ -48,15 +48,15 @@
 //! [`Error::Import`] naming the file and the field.
 //!
 //! # Atomicity
-//! Everything is read and checked before anything is written. Then every collection is created and filled in
-//! **one** transaction, committed once: a failed import leaves nothing behind. If a target collection exists, the
-//! import is refused with [`Error::CollectionExists`] unless [`ImportOptions::replace`] is set; then those
-//! collections are dropped first, each in its own commit ([`Database::drop_documents`]), so that step is **not**
-//! part of the atomic import.
-//!
-//! One transaction is one log group, so an import is bounded by the largest group the log takes (the staging
-//! ring, 8 MiB by default): a larger one fails with [`Error::Import`] (field `(import)`) and imports nothing.
-//! Importing the sources one by one (a schema file, a standalone collection) splits it.
+//! Everything is read and checked before anything is written. Then each collection is *staged*: its documents go,
+//! in transactions of at most [`IMPORT_BATCH_DOCS`] documents and [`IMPORT_BATCH_BYTES`], to a fresh storage collection that no catalog entry names, so no reader
+//! can see them. One small synced transaction then publishes every collection's catalog entry at once
+//! (`Database::publish_staged`): after a crash or a failure at any point the import is wholly there or not at all,
+//! and its size is not bounded by what one transaction can hold. If a target collection exists, the import is
+//! refused with [`Error::CollectionExists`] unless [`ImportOptions::replace`] is set; then the collections replaced
+//! are retired in that same publishing transaction (their writers fenced, their documents freed afterwards). A
+//! failed import frees what it staged; a crash leaves the staged documents unreachable (their storage is named
+//! with `documents::STAGED_PREFIX`).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -77,6 +77,11 @@ use crate::wal::Durability;
 pub const MAX_DISCOVERY_DEPTH: usize = 8;
 /// Documents inserted between two progress reports.
 pub const PROGRESS_EVERY_DOCS: u64 = 1024;
+
+/// The most documents written per transaction while an import is staged.
+pub const IMPORT_BATCH_DOCS: usize = 1_000;
+/// The most JSON bytes written per transaction while an import is staged (a transaction is one log group).
+pub const IMPORT_BATCH_BYTES: usize = 2 << 20;
 /// The field the TypeScript library stamps with the insert time in TTL and rotate collections.
 pub const TTL_FIELD: &str = "__ttltime";
 /// The `process` source the library writes for an ignore-case index (whitespace ignored when compared).
@@ -239,40 +244,48 @@ pub fn import(db: &Database, src: &Path, options: &ImportOptions) -> Result<Impo
             collection: first.clone(),
         });
     }
-    for name in clashing {
-        db.drop_documents(&name)?;
-        report.replaced.push(name);
-    }
     let total: u64 = loaded.iter().map(|c| c.docs.len() as u64).sum();
     let progress = options.progress.as_deref();
     let mut done = 0u64;
-    let mut tx = db.begin_with(Durability::Sync);
-    for c in &loaded {
-        let documents = tx.create_documents(&c.report.target_name, c.definition.clone())?;
-        for (row, doc) in c.rows.iter().zip(&c.docs) {
-            documents.insert_at_row(&mut tx, *row, doc)?;
-            done += 1;
-            if done.is_multiple_of(PROGRESS_EVERY_DOCS)
-                && let Some(progress) = progress
-            {
-                progress(done, total);
+    // Staged: the documents go to storage no reader can see, in transactions of bounded size; one small
+    // transaction then publishes every collection (and, with `replace`, retires the ones replaced) at once.
+    let mut staged = Vec::with_capacity(loaded.len());
+    let filled = (|| -> Result<()> {
+        for c in &loaded {
+            let documents = db.stage_documents(&c.report.target_name, c.definition.clone())?;
+            staged.push(documents.clone());
+            let mut tx = db.begin_with(Durability::None);
+            let (mut batch_docs, mut batch_bytes) = (0, 0);
+            for (row, doc) in c.rows.iter().zip(&c.docs) {
+                // A transaction is one log group: keep each well under the largest one.
+                let bytes = serde_json::to_vec(doc).map_or(0, |v| v.len());
+                if batch_docs > 0
+                    && (batch_docs >= IMPORT_BATCH_DOCS || batch_bytes + bytes > IMPORT_BATCH_BYTES)
+                {
+                    std::mem::replace(&mut tx, db.begin_with(Durability::None)).commit()?;
+                    (batch_docs, batch_bytes) = (0, 0);
+                }
+                documents.insert_at_row(&mut tx, *row, doc)?;
+                (batch_docs, batch_bytes) = (batch_docs + 1, batch_bytes + bytes);
+                done += 1;
+                if done.is_multiple_of(PROGRESS_EVERY_DOCS)
+                    && let Some(progress) = progress
+                {
+                    progress(done, total);
+                }
             }
+            tx.commit()?;
         }
+        report.replaced = db.publish_staged(&staged, options.replace)?;
+        Ok(())
+    })();
+    if let Err(e) = filled {
+        // Nothing was published: free what was staged (best effort; unreachable either way).
+        for documents in &staged {
+            let _ = db.discard_staged(documents);
+        }
+        return Err(e);
     }
-    tx.commit().map_err(|e| match e {
-        Error::RecordTooLarge {
-            len_bytes,
-            max_bytes,
-        } => import_error(
-            src,
-            "(import)",
-            format!(
-                "the import writes {len_bytes} bytes of log in its one transaction, more than the largest \
-                 transaction ({max_bytes} bytes): import the collections separately (nothing was imported)"
-            ),
-        ),
-        other => other,
-    })?;
     if let Some(progress) = progress {
         progress(done, total);
     }

@@ -333,7 +333,9 @@ fn verify_indexes(dir: &Path, report: &mut VerifyReport) -> Result<()> {
             Err(e) => report.fault(format!("collection {name}"), 0, e.to_string()),
         }
         if docs.definition().audit {
-            let history_name = documents::history_name(name);
+            let definition = docs.definition();
+            let history_name =
+                documents::history_name(definition.storage.as_deref().unwrap_or(name));
             let history = db.collection(&history_name, documents::history_spec())?;
             let snapshot = db.read();
             match snapshot.check_indexes(&history) {
@@ -348,7 +350,9 @@ fn verify_indexes(dir: &Path, report: &mut VerifyReport) -> Result<()> {
     for typed in db.collection_names() {
         let documents_side = names.contains(&typed)
             || typed == CATALOG
-            || typed.ends_with(documents::HISTORY_SUFFIX);
+            || typed.ends_with(documents::HISTORY_SUFFIX)
+            || typed.starts_with(documents::STORAGE_PREFIX)
+            || typed.starts_with(documents::STAGED_PREFIX);
         if !documents_side {
             report.skipped.push(format!(
                 "collection {typed}: a typed collection (its key functions live in the application)"

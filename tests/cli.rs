@@ -471,3 +471,43 @@ fn verify_names_a_flipped_bit_in_the_log_and_in_a_snapshot() {
     );
     assert_eq!(fault["offset"], 64, "{report}");
 }
+
+#[test]
+fn import_from_the_typescript_store_refuses_a_rerun_and_replaces_on_request() {
+    let s = Store::new();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/collection-store-ts/data");
+    let fixture = fixture.to_str().unwrap();
+    let report = s.json(&["import", fixture]);
+    assert_eq!(report["documents"], 142);
+    assert_eq!(report["collections"].as_array().unwrap().len(), 5);
+    let text = s.ok(&["collections"]);
+    assert!(
+        text.contains("users\t44") && text.contains("contacts\t6"),
+        "{text}"
+    );
+    assert_eq!(s.json(&["get", "users", "9011"])["id"], 9011);
+    let e = s.json_error(&["import", fixture], 5);
+    assert!(e["message"].as_str().unwrap().contains("exists"), "{e}");
+    let again = s.json(&["import", fixture, "--replace"]);
+    assert_eq!(again["replaced"].as_array().unwrap().len(), 5);
+    assert_eq!(s.json(&["find", "users"]).as_array().unwrap().len(), 44);
+    let text = s.ok(&["import", fixture, "--replace"]);
+    assert!(
+        text.contains("index \"address.country\" not imported"),
+        "{text}"
+    );
+    s.ok(&["verify"]);
+
+    // A malformed source names the file and field; nothing is imported.
+    let bad = s.dir.parent().unwrap().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("things.json"),
+        r#"{"config": {"name": "things", "list": "List", "id": "id", "ttl": "soon"}, "list": {"hash": {}}}"#,
+    )
+    .unwrap();
+    let e = s.json_error(&["import", bad.to_str().unwrap()], 3);
+    assert!(e["message"].as_str().unwrap().contains("config.ttl"), "{e}");
+    assert_eq!(s.json(&["collections"]).as_array().unwrap().len(), 5);
+}

@@ -229,6 +229,7 @@ impl From<Error> for Failure {
             | Error::CollectionExists { .. }
             | Error::Conflict { .. }
             | Error::IndexesChanged { .. } => (5, "constraint"),
+            Error::Import { .. } => (3, "bad_input"),
             Error::Locked { .. } => (6, "locked"),
             Error::Corruption { .. } | Error::FormatVersion { .. } => (7, "damage"),
             _ => (1, "error"),
@@ -975,8 +976,59 @@ fn wal_dump(db: &Database, from: Option<u64>, limit: Option<usize>, out: &Out) -
 }
 
 fn import(db: &Database, source: &Path, replace: bool, out: &Out) -> Outcome {
-    let _ = (db, source, replace, out);
-    Err(Failure::new(1, "error", "import: not built yet"))
+    let progress = Arc::new(bar(0, "importing"));
+    let shown = Arc::clone(&progress);
+    let options = collection_store::import_ts::ImportOptions {
+        replace,
+        progress: Some(Arc::new(move |done, total| {
+            shown.set_length(total);
+            shown.set_position(done);
+        })),
+    };
+    let started = Instant::now();
+    let report = collection_store::import_ts::import(db, source, &options)?;
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+    let value = serde_json::to_value(&report).unwrap_or_default();
+    out.print(&value, || {
+        let mut text = String::new();
+        for c in &report.collections {
+            let c = serde_json::to_value(c).unwrap_or_default();
+            text.push_str(&format!(
+                "imported {} documents into {}{}\n",
+                c["documents"],
+                c["target_name"].as_str().unwrap_or(""),
+                match c["source_name"].as_str() {
+                    Some(s) if Some(s) != c["target_name"].as_str() => format!(" (from {s})"),
+                    _ => String::new(),
+                }
+            ));
+            for skipped in c["skipped_indexes"].as_array().into_iter().flatten() {
+                text.push_str(&format!(
+                    "  index {} not imported: {}\n",
+                    skipped["name"],
+                    skipped["reason"].as_str().unwrap_or("")
+                ));
+            }
+            for warning in c["warnings"].as_array().into_iter().flatten() {
+                text.push_str(&format!("  warning: {}\n", warning.as_str().unwrap_or("")));
+            }
+        }
+        for warning in &report.warnings {
+            text.push_str(&format!("warning: {warning}\n"));
+        }
+        if !report.replaced.is_empty() {
+            text.push_str(&format!("replaced: {}\n", report.replaced.join(", ")));
+        }
+        text.push_str(&format!(
+            "{} documents in {:.2} s ({:.0} documents/s)",
+            report.documents,
+            elapsed.as_secs_f64(),
+            report.documents as f64 / elapsed.as_secs_f64().max(1e-9)
+        ));
+        text
+    });
+    Ok(())
 }
 
 fn export(db: &Database, collection: &str, file: Option<&Path>, out: &Out) -> Outcome {
