@@ -787,28 +787,36 @@ impl Database {
         let (indexed, count) = stored
             .rebuilt(&defs, &collection::validate::<T>)
             .map_err(|e| apply_error(&collection.name, None, e))?;
-        self.inner.replace_collection(
+        Ok(self.install(
+            &mut catalog,
             &mut commit,
             slot,
             CollectionState {
                 store: Arc::new(indexed),
                 count,
-                defs: Arc::clone(&defs),
+                defs,
             },
-        );
-        drop(commit);
+        ))
+    }
+
+    /// Makes `state` the bound collection in `slot`'s newest state, its definitions the binding's, and returns the
+    /// handle that writes with them (the tail of [`Database::reindex`] and [`Database::fence`]).
+    fn install<T: Document>(
+        &self,
+        catalog: &mut Catalog,
+        commit: &mut CommitState,
+        slot: u32,
+        state: CollectionState,
+    ) -> Collection<T> {
+        let defs = Arc::clone(&state.defs);
+        self.inner.replace_collection(commit, slot, state);
         let slot_entry = &mut catalog.slots[slot as usize];
         let binding = slot_entry
             .binding
             .as_mut()
             .expect("a collection with a handle is bound");
         binding.defs = defs;
-        Ok(Collection::from_binding(
-            &self.inner,
-            slot,
-            &slot_entry.name,
-            binding,
-        ))
+        Collection::from_binding(&self.inner, slot, &slot_entry.name, binding)
     }
 
     /// Fences the bound collection `collection`: its index definitions are replaced by an equal copy (the store and
@@ -830,26 +838,11 @@ impl Database {
             .cloned()
             .unwrap_or_else(CollectionState::empty);
         let defs: Arc<[IndexDef]> = current.defs.to_vec().into();
-        self.inner.replace_collection(
+        Ok(self.install(
+            &mut catalog,
             &mut commit,
             slot,
-            CollectionState {
-                defs: Arc::clone(&defs),
-                ..current
-            },
-        );
-        drop(commit);
-        let slot_entry = &mut catalog.slots[slot as usize];
-        let binding = slot_entry
-            .binding
-            .as_mut()
-            .expect("a collection with a handle is bound");
-        binding.defs = defs;
-        Ok(Collection::from_binding(
-            &self.inner,
-            slot,
-            &slot_entry.name,
-            binding,
+            CollectionState { defs, ..current },
         ))
     }
 

@@ -520,6 +520,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// One compiled state of a document collection: its definition, the handle writing with its indexes, and the
 /// indexes (the id index first, then the TTL index if any, then the definition's).
+#[derive(Clone)]
 struct State {
     definition: Definition,
     collection: Collection<Json>,
@@ -542,6 +543,16 @@ impl State {
             history,
             id_path,
             indexes,
+        })
+    }
+
+    /// This state with its collection and history fenced ([`Database::fence`]): transactions that wrote through
+    /// the handles of `self` fail at commit from now on.
+    fn fenced(&self, db: &Database) -> Result<Self> {
+        Ok(Self {
+            collection: db.fence(&self.collection)?,
+            history: self.history.as_ref().map(|h| db.fence(h)).transpose()?,
+            ..self.clone()
         })
     }
 
@@ -677,65 +688,53 @@ fn raw_bound(bound: Bound<Vec<u8>>) -> Bound<RawKey> {
     }
 }
 
-impl Source for Snapshot {
-    fn row<'s>(&'s self, collection: &Collection<Json>, row: u64) -> Option<&'s ArchivedJson> {
-        self.get(collection, row)
-    }
-    fn rows<'s>(&'s self, collection: &Collection<Json>) -> Docs<'s, Json> {
-        self.iter(collection)
-    }
-    fn index_rows<'s>(
-        &'s self,
-        collection: &Collection<Json>,
-        index: &str,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-    ) -> Result<Docs<'s, Json>> {
-        self.range(collection, index, (raw_bound(start), raw_bound(end)))
-    }
-    fn indexes_current(&self, collection: &Collection<Json>) -> bool {
-        Snapshot::indexes_current(self, collection)
-    }
-    fn history_rows<'s>(
-        &'s self,
-        history: &Collection<HistoryEntry>,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-    ) -> Result<Docs<'s, HistoryEntry>> {
-        self.range(history, "id", (raw_bound(start), raw_bound(end)))
-    }
+/// `Source` for a type whose reads have the typed collection API's names and signatures.
+macro_rules! source {
+    ($type:ty, $current:expr) => {
+        impl Source for $type {
+            fn row<'s>(
+                &'s self,
+                collection: &Collection<Json>,
+                row: u64,
+            ) -> Option<&'s ArchivedJson> {
+                self.get(collection, row)
+            }
+            fn rows<'s>(&'s self, collection: &Collection<Json>) -> Docs<'s, Json> {
+                self.iter(collection)
+            }
+            fn index_rows<'s>(
+                &'s self,
+                collection: &Collection<Json>,
+                index: &str,
+                start: Bound<Vec<u8>>,
+                end: Bound<Vec<u8>>,
+            ) -> Result<Docs<'s, Json>> {
+                self.range(collection, index, (raw_bound(start), raw_bound(end)))
+            }
+            fn indexes_current(&self, collection: &Collection<Json>) -> bool {
+                $current(self, collection)
+            }
+            fn history_rows<'s>(
+                &'s self,
+                history: &Collection<HistoryEntry>,
+                start: Bound<Vec<u8>>,
+                end: Bound<Vec<u8>>,
+            ) -> Result<Docs<'s, HistoryEntry>> {
+                self.range(history, "id", (raw_bound(start), raw_bound(end)))
+            }
+        }
+    };
 }
 
-impl Source for Transaction<'_> {
-    fn row<'s>(&'s self, collection: &Collection<Json>, row: u64) -> Option<&'s ArchivedJson> {
-        self.get(collection, row)
-    }
-    fn rows<'s>(&'s self, collection: &Collection<Json>) -> Docs<'s, Json> {
-        self.iter(collection)
-    }
-    fn index_rows<'s>(
-        &'s self,
-        collection: &Collection<Json>,
-        index: &str,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-    ) -> Result<Docs<'s, Json>> {
-        self.range(collection, index, (raw_bound(start), raw_bound(end)))
-    }
-    fn indexes_current(&self, collection: &Collection<Json>) -> bool {
-        self.snapshot_version()
+source!(Snapshot, Snapshot::indexes_current::<Json>);
+source!(
+    Transaction<'_>,
+    |tx: &Transaction<'_>, collection: &Collection<Json>| {
+        tx.snapshot_version()
             .defs(collection.slot)
             .is_some_and(|d| Arc::ptr_eq(d, &collection.defs))
     }
-    fn history_rows<'s>(
-        &'s self,
-        history: &Collection<HistoryEntry>,
-        start: Bound<Vec<u8>>,
-        end: Bound<Vec<u8>>,
-    ) -> Result<Docs<'s, HistoryEntry>> {
-        self.range(history, "id", (raw_bound(start), raw_bound(end)))
-    }
-}
+);
 
 /// A query: a filter and what to do with its matches.
 #[derive(Clone, Debug, Default)]
@@ -1480,17 +1479,7 @@ impl Documents {
             ..state.definition.clone()
         };
         // Fence first: from here no handle writes to the old storage (writers retry on the new state).
-        let fenced = db.fence(&state.collection)?;
-        let fenced_history = state.history.as_ref().map(|h| db.fence(h)).transpose()?;
-        let keep_fenced = || {
-            self.shared.state.store(Arc::new(State {
-                definition: state.definition.clone(),
-                collection: fenced.clone(),
-                history: fenced_history.clone(),
-                id_path: state.id_path.clone(),
-                indexes: state.indexes.clone(),
-            }));
-        };
+        let fenced = state.fenced(db)?;
         let result = (|| {
             let catalog = catalog(db)?;
             let mut tx = db.begin_with(Durability::Sync);
@@ -1512,10 +1501,7 @@ impl Documents {
                     name: target.as_str().into(),
                     state: arc_swap::ArcSwap::from_pointee(State {
                         definition: moved,
-                        collection: fenced,
-                        history: fenced_history,
-                        id_path: state.id_path.clone(),
-                        indexes: state.indexes.clone(),
+                        ..fenced
                     }),
                     changing: Mutex::new(()),
                     last_timestamp: AtomicU64::new(
@@ -1527,7 +1513,7 @@ impl Documents {
                 Ok(target)
             }
             Err(e) => {
-                keep_fenced();
+                self.shared.state.store(Arc::new(fenced));
                 Err(e)
             }
         }
@@ -1979,30 +1965,19 @@ impl Database {
         let state = documents.state();
         let catalog = catalog(self)?;
         // Fence first, so that no transaction writes to the storage once it is garbage.
-        let fenced = self.fence(&state.collection)?;
-        let fenced_history = state.history.as_ref().map(|h| self.fence(h)).transpose()?;
+        let fenced = state.fenced(self)?;
         let mut tx = self.begin_with(Durability::Sync);
         if let Some((row, _)) = tx.find_one(&catalog, "name", &name)? {
             tx.remove(&catalog, row)?;
         }
-        let committed = tx.commit();
-        if let Err(e) = committed {
-            documents.shared.state.store(Arc::new(State {
-                definition: state.definition.clone(),
-                collection: fenced,
-                history: fenced_history,
-                id_path: state.id_path.clone(),
-                indexes: state.indexes.clone(),
-            }));
+        if let Err(e) = tx.commit() {
+            documents.shared.state.store(Arc::new(fenced));
             return Err(e);
         }
         self.registry().lock().remove(name);
         // The documents are garbage now: nothing names their storage. Freed in small transactions (a crash in
         // between leaves them unreachable; a collection created later under this name uses a fresh storage).
-        self.clear_collection(&fenced)?;
-        if let Some(history) = &fenced_history {
-            self.clear_collection(history)?;
-        }
+        self.clear_state(&fenced)?;
         Ok(true)
     }
 
@@ -2075,17 +2050,9 @@ impl Database {
         let guards: Vec<_> = replaced.iter().map(|d| d.shared.changing.lock()).collect();
         let mut fenced = Vec::new();
         for old in &replaced {
-            let state = old.state();
-            let collection = self.fence(&state.collection)?;
-            let history = state.history.as_ref().map(|h| self.fence(h)).transpose()?;
-            old.shared.state.store(Arc::new(State {
-                definition: state.definition.clone(),
-                collection: collection.clone(),
-                history: history.clone(),
-                id_path: state.id_path.clone(),
-                indexes: state.indexes.clone(),
-            }));
-            fenced.push((collection, history));
+            let state = old.state().fenced(self)?;
+            old.shared.state.store(Arc::new(state.clone()));
+            fenced.push(state);
         }
         let mut tx = self.begin_with(Durability::Sync);
         for documents in staged {
@@ -2103,11 +2070,8 @@ impl Database {
             }
         }
         drop(guards);
-        for (collection, history) in &fenced {
-            self.clear_collection(collection)?;
-            if let Some(history) = history {
-                self.clear_collection(history)?;
-            }
+        for state in &fenced {
+            self.clear_state(state)?;
         }
         Ok(replaced.iter().map(|d| d.shared.name.to_string()).collect())
     }
@@ -2117,7 +2081,11 @@ impl Database {
     /// # Errors
     /// As a commit.
     pub(crate) fn discard_staged(&self, staged: &Documents) -> Result<()> {
-        let state = staged.state();
+        self.clear_state(&staged.state())
+    }
+
+    /// Removes every document of a state's collection and history.
+    fn clear_state(&self, state: &State) -> Result<()> {
         self.clear_collection(&state.collection)?;
         if let Some(history) = &state.history {
             self.clear_collection(history)?;
