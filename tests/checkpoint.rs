@@ -796,6 +796,9 @@ fn checkpoints_rebase_collections_while_writers_commit() {
     let db = Database::open(dir.path(), options()).unwrap();
     let notes = db.collection("notes", spec()).unwrap();
     let stop = AtomicBool::new(false);
+    // Commits made so far: each checkpoint waits for new ones, so that it has something to re-base even when the
+    // writers are starved of CPU (CI runs tests side by side on two cores).
+    let commits = std::sync::atomic::AtomicU64::new(0);
     /// Stops the writers however the checkpointing thread leaves the scope (a panic included: the scope waits for
     /// its threads before unwinding).
     struct StopOnDrop<'a>(&'a AtomicBool);
@@ -810,7 +813,7 @@ fn checkpoints_rebase_collections_while_writers_commit() {
         // removals and inserts, each its own commit.
         let writers: Vec<_> = (0..2u64)
             .map(|w| {
-                let (db, notes, stop) = (&db, &notes, &stop);
+                let (db, notes, stop, commits) = (&db, &notes, &stop, &commits);
                 s.spawn(move || {
                     let mut rng = SmallRng::seed_from_u64(w);
                     let mut model = Model::new();
@@ -820,6 +823,7 @@ fn checkpoints_rebase_collections_while_writers_commit() {
                         serial += 1;
                         if rng.random_bool(0.2) {
                             db.remove(notes, id).unwrap();
+                            commits.fetch_add(1, Ordering::Relaxed);
                             model.remove(&id);
                         } else {
                             let mut note = note(&mut rng, serial);
@@ -831,6 +835,7 @@ fn checkpoints_rebase_collections_while_writers_commit() {
                                 continue;
                             }
                             db.put(notes, id, &note).unwrap();
+                            commits.fetch_add(1, Ordering::Relaxed);
                             model.insert(id, note);
                         }
                     }
@@ -840,6 +845,13 @@ fn checkpoints_rebase_collections_while_writers_commit() {
             .collect();
         let mut rebased = 0;
         for _ in 0..CHECKPOINTS {
+            let seen = commits.load(Ordering::Relaxed);
+            // Two more: the second was made after the first was counted, so after the last checkpoint returned.
+            while commits.load(Ordering::Relaxed) < seen + 2
+                && !writers.iter().all(|w| w.is_finished())
+            {
+                std::thread::yield_now();
+            }
             rebased += db.checkpoint().unwrap().rebased;
             let snap = db.read();
             snap.check_indexes(&notes).unwrap();
@@ -848,7 +860,8 @@ fn checkpoints_rebase_collections_while_writers_commit() {
         let models: Vec<Model> = writers.into_iter().map(|w| w.join().unwrap()).collect();
         (models, rebased)
     });
-    // The first checkpoint may come before any write (no snapshot then); the others each wrote one and re-based.
+    // Each checkpoint comes after a commit it has not seen, so each writes the collection and re-bases it (the
+    // first may still find the store's first write already in its base).
     assert!(
         rebased >= CHECKPOINTS - 1,
         "{rebased} of {CHECKPOINTS} checkpoints re-based the collection"
