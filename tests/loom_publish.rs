@@ -2,7 +2,7 @@
 //! and publish cumulative versions; readers must never see the published sequence go backwards, and the newest
 //! version must end up published.
 //!
-//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_publish`
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --no-default-features --test loom_publish` (without the `cli` feature: the `cstore` binary is not built under loom)
 #![cfg(loom)]
 
 use std::sync::Arc;

@@ -11,7 +11,7 @@
 //!   loads) run under the same checks in `#[should_panic]` tests, proving the models catch such bugs.
 //!
 //! Run (release, its own target directory; under `--cfg loom` the crate compiles only `reserve.rs`):
-//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom_reserve`
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --no-default-features --test loom_reserve`
 //! `LOOM_MAX_PREEMPTIONS=N` overrides the preemption bound of the bounded models.
 #![cfg(loom)]
 
