@@ -70,6 +70,13 @@ fn users(db: &Database) -> Documents {
     .expect("collection")
 }
 
+/// Inserts document `i` into `users` in a transaction of its own, at the database's durability.
+fn insert_one(db: &Database, users: &Documents, i: u64) {
+    let mut tx = db.begin();
+    users.insert(&mut tx, document_1k(i)).expect("insert");
+    tx.commit().expect("commit");
+}
+
 fn bench_durable(
     c: &mut Criterion,
     cfg: &Cfg,
@@ -78,23 +85,17 @@ fn bench_durable(
 ) -> common::FloorVs {
     let db = Database::open(dir.join("durable"), options(Durability::Sync)).expect("open");
     let users = users(&db);
+    // The floor writes what one commit logs: the DATA record (header, op head, the archived document) and the
+    // COMMIT record.
+    let before = db.wal().stats().bytes_appended;
+    insert_one(&db, &users, 0);
+    let logged = (db.wal().stats().bytes_appended - before) as usize;
     let mut i = 0u64;
     let insert = || {
         i += 1;
-        let mut tx = db.begin();
-        users.insert(&mut tx, document_1k(i)).expect("insert");
-        tx.commit().expect("commit");
+        insert_one(&db, &users, i);
     };
     let spec = Spec::new(GROUP, DURABLE_ID, 1, disk);
-    // The floor writes what one commit logs: the DATA record (header, op head, the archived document) and the
-    // COMMIT record.
-    let logged = {
-        let mut tx = db.begin();
-        users.insert(&mut tx, document_1k(0)).expect("insert");
-        let before = db.wal().stats().bytes_appended;
-        tx.commit().expect("commit");
-        (db.wal().stats().bytes_appended - before) as usize
-    };
     durable_vs_sized_floor(c, cfg, dir, &spec, logged, || db.wal().stats(), insert)
 }
 
@@ -104,9 +105,7 @@ fn bench_non_durable(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> Option<Summary
     let mut i = 0u64;
     let insert = || {
         i += 1;
-        let mut tx = db.begin();
-        users.insert(&mut tx, document_1k(i)).expect("insert");
-        tx.commit().expect("commit");
+        insert_one(&db, &users, i);
     };
     measure_op(
         c,

@@ -2103,3 +2103,58 @@ impl Database {
         Ok(purged)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Options;
+    use crate::checkpoint::files::MemFiles;
+    use crate::wal::MemStorage;
+
+    /// A staged collection is invisible after a power loss at any point before it is published, and whole after
+    /// one once its publication returned.
+    #[test]
+    fn a_staged_collection_is_invisible_after_a_crash_until_published() {
+        let log = Arc::new(MemStorage::simulated());
+        let files = MemFiles::simulated();
+        let db = Database::open_with(log.clone(), files.clone(), Options::default()).unwrap();
+        let staged = db
+            .stage_documents("items", Definition::default().index(IndexSpec::on("k")))
+            .unwrap();
+        for batch in 0..3u64 {
+            let mut tx = db.begin_with(Durability::Sync);
+            for i in 0..10 {
+                staged
+                    .insert(&mut tx, serde_json::json!({"k": batch * 10 + i}))
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        // Every staged write is durable, but no catalog entry names its storage.
+        let image = Arc::new(log.crash_image(|_, _| true));
+        let crashed =
+            Database::open_with(image, files.crash_image(true), Options::default()).unwrap();
+        assert!(crashed.document_collections().unwrap().is_empty());
+        assert!(matches!(
+            crashed.documents("items"),
+            Err(Error::UnknownCollection { .. })
+        ));
+        drop(crashed);
+
+        db.publish_staged(&[staged], false).unwrap();
+        let image = Arc::new(log.crash_image(|_, _| false));
+        let crashed =
+            Database::open_with(image, files.crash_image(false), Options::default()).unwrap();
+        let items = crashed.documents("items").unwrap();
+        let snap = crashed.read();
+        assert_eq!(items.count(&snap, &serde_json::json!({})).unwrap(), 30);
+        assert_eq!(
+            items
+                .explain(&snap, &Query::new(serde_json::json!({"k": 7})))
+                .unwrap()
+                .index
+                .as_deref(),
+            Some("k")
+        );
+    }
+}
