@@ -294,6 +294,23 @@ pub fn import(db: &Database, src: &Path, options: &ImportOptions) -> Result<Impo
     Ok(report)
 }
 
+/// A FileStorage document file's value: an empty file, or one that holds no object, is an error naming it.
+fn document_value(path: &Path, parsed: Parsed) -> Result<Value> {
+    match parsed {
+        Parsed::Object(v) => Ok(v.into_value()),
+        Parsed::Empty => Err(import_error(
+            path,
+            "(file)",
+            "the document file is empty (0 bytes)",
+        )),
+        Parsed::Other => Err(import_error(
+            path,
+            "(file)",
+            "expected a document (an object)",
+        )),
+    }
+}
+
 fn import_error(file: &Path, field: &str, reason: impl Into<String>) -> Error {
     Error::Import {
         file: file.to_path_buf(),
@@ -1783,23 +1800,7 @@ fn tree_docs(
             missing.push(pointer);
             continue;
         }
-        let value = match parse_file(&path, warnings)? {
-            Parsed::Object(v) => v.into_value(),
-            Parsed::Empty => {
-                return Err(import_error(
-                    &path,
-                    "(file)",
-                    "the document file is empty (0 bytes)",
-                ));
-            }
-            Parsed::Other => {
-                return Err(import_error(
-                    &path,
-                    "(file)",
-                    "expected a document (an object)",
-                ));
-            }
-        };
+        let value = document_value(&path, parse_file(&path, warnings)?)?;
         let key_value = key.into_value();
         let key_text = js_string(&key_value);
         let Some(mut doc) = unwrap_doc(
@@ -1901,27 +1902,14 @@ fn scan_docs(
     let mut docs = Vec::new();
     for name in names {
         let path = folder.join(&name);
-        let value = match parse_file(&path, warnings)? {
-            Parsed::Object(v) if is_snapshot(&v) => {
-                skipped.push(name);
-                continue;
-            }
-            Parsed::Object(v) => v.into_value(),
-            Parsed::Empty => {
-                return Err(import_error(
-                    &path,
-                    "(file)",
-                    "the document file is empty (0 bytes)",
-                ));
-            }
-            Parsed::Other => {
-                return Err(import_error(
-                    &path,
-                    "(file)",
-                    "expected a document (an object)",
-                ));
-            }
-        };
+        let parsed = parse_file(&path, warnings)?;
+        if let Parsed::Object(v) = &parsed
+            && is_snapshot(v)
+        {
+            skipped.push(name);
+            continue;
+        }
+        let value = document_value(&path, parsed)?;
         let stem = name.trim_end_matches(".json");
         let fallback = fallback_id(stem, IdGenerator::AutoIncrement);
         let Some(mut doc) = unwrap_doc(
