@@ -1529,6 +1529,9 @@ impl Inner {
     /// Logs `records` (without waiting for durability), then applies `ops` (checked by [`check_writes`]) as the
     /// next commit and makes its version the newest committed one. Superseded versions that no live snapshot can
     /// see anymore are pruned first.
+    ///
+    /// A `Sync` commit starts the log's write-back before applying: the device stores the records while this
+    /// thread builds the version, so the in-memory work hides behind the sync's latency instead of adding to it.
     pub(crate) fn log_and_install(
         &self,
         state: &mut CommitState,
@@ -1548,6 +1551,7 @@ impl Inner {
         let ops = stamped.as_deref().unwrap_or(ops);
         if durability == Durability::Sync {
             state.last_sync_end = group.end_lsn;
+            self.wal.start_writeback()?;
         }
         if let Some((wake, wal_bytes)) = &self.checkpoint_wake
             && group

@@ -497,3 +497,68 @@ fn stamped_groups_carry_their_end_lsn_where_asked_and_refuse_stamps_outside() {
         assert_eq!(payloads(&wal)[1].1, want_first);
     }
 }
+
+/// `start_writeback` hands the records to the OS (and the device) but promises nothing: a crash before the sync
+/// may lose them, the sync that follows keeps them, and a failed write poisons as any flush does.
+#[test]
+fn start_writeback_writes_early_but_only_the_sync_makes_durable() {
+    let storage = Arc::new(MemStorage::simulated());
+    let (wal, _) = Wal::open_with_storage(storage.clone(), small()).unwrap();
+    let end = wal
+        .append_group(&[(RecordKind::Data, b"early")], Durability::None)
+        .unwrap()
+        .end_lsn;
+    let before = wal.stats();
+    wal.start_writeback().unwrap();
+    assert_eq!(wal.written_lsn(), end, "the records are handed to the OS");
+    assert!(wal.durable_lsn() < end, "but not synced");
+    assert_eq!(wal.stats().writes, before.writes + 1);
+    assert_eq!(wal.stats().syncs, before.syncs);
+    let lost = Arc::new(storage.crash_image(|_, _| false));
+    let (crashed, report) = Wal::open_with_storage(lost, small()).unwrap();
+    assert_eq!(report.records, 0, "a crash before the sync may lose them");
+    drop(crashed);
+
+    wal.wait_durable(end, Durability::Sync).unwrap();
+    assert_eq!(
+        wal.stats().writes,
+        before.writes + 1,
+        "nothing written twice"
+    );
+    let kept = Arc::new(storage.crash_image(|_, _| false));
+    let (recovered, _) = Wal::open_with_storage(kept, small()).unwrap();
+    let kept: Vec<Vec<u8>> = payloads(&recovered).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(kept, vec![b"early".to_vec()]);
+
+    storage.fail_writes_after(Some(0));
+    wal.append_group(&[(RecordKind::Data, b"x")], Durability::None)
+        .unwrap();
+    let result = wal.start_writeback();
+    assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
+    assert!(wal.is_poisoned());
+}
+
+/// On files, the early write-back (sync_file_range on Linux) leaves one pwrite and one fdatasync per commit, and
+/// what was synced is there after reopening.
+#[test]
+fn start_writeback_on_files_keeps_one_write_and_one_sync_per_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small()).unwrap();
+    let before = wal.stats();
+    for i in 0..20u8 {
+        let end = wal
+            .append_group(&[(RecordKind::Data, &[i; 100])], Durability::None)
+            .unwrap()
+            .end_lsn;
+        wal.start_writeback().unwrap();
+        wal.wait_durable(end, Durability::Sync).unwrap();
+    }
+    let stats = wal.stats();
+    assert_eq!(stats.writes - before.writes, 20);
+    assert_eq!(stats.syncs - before.syncs, 20);
+    drop(wal);
+    let (wal, _) = Wal::open(dir.path(), small()).unwrap();
+    let got: Vec<Vec<u8>> = payloads(&wal).into_iter().map(|(_, p)| p).collect();
+    let want: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 100]).collect();
+    assert_eq!(got, want);
+}

@@ -11,6 +11,8 @@
 //!    `pwrite`s the completed range into its segment file and zeroes the ring behind it: the *written* watermark.
 //! 4. The group-commit leader (one at a time; the others wait on a condition variable) `fdatasync`s and advances the *durable* watermark, serving every
 //!    commit below it with one sync (group commit).
+//! 5. Optionally, a lone writer that will wait for `Sync` starts the device's transfer early
+//!    ([`Wal::start_writeback`]) and does its own work while it runs.
 //!
 //! Invariants: `durable_lsn <= written_lsn <= completed <= tail`; a segment is fully synced before any byte is
 //! written into the next one (so recovery can tell a torn tail from corruption); any failed write or sync
@@ -722,6 +724,43 @@ impl Wal {
                 self.sync_to(end_lsn)
             }
         }
+    }
+
+    /// Writes what has been appended so far to the OS and asks the device to start storing it, without waiting:
+    /// a caller that appended with [`Durability::None`] and will [`Wal::wait_durable`] with [`Durability::Sync`]
+    /// calls this first, does its own work, and finds the transfer under way when the sync comes (the work hides
+    /// behind the device's latency instead of adding to it). Best effort, and only for a writer on its own: if a
+    /// sync is in flight or another thread is flushing, it returns at once, because then the records will be
+    /// batched with others into the next sync (group commit), which one early write per commit would undo.
+    /// Durability still comes only from `wait_durable`; the start hint's own errors are ignored because the sync
+    /// reports them again.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`]; a failed `pwrite` (which poisons the log, as in any flush).
+    pub fn start_writeback(&self) -> Result<()> {
+        self.check_poison()?;
+        if self.sync_leader.try_lock().is_none_or(|leader| *leader) {
+            return Ok(());
+        }
+        let Some(mut state) = self.flush.try_lock() else {
+            return Ok(());
+        };
+        let from = self.written_lsn.load(Ordering::Acquire);
+        self.flush_locked(&mut state)?;
+        let to = self.written_lsn.load(Ordering::Acquire);
+        let size = self.segment_size_bytes;
+        let mut pos = from;
+        while pos < to {
+            let index = pos / size;
+            let piece_end = to.min((index + 1) * size);
+            if let Some(file) = self.segments.get(index) {
+                let offset = pos - index * size;
+                // A hint only: write-back errors are not consumed by it, and the sync that follows reports them.
+                let _ = file.start_writeback(offset, piece_end - pos);
+            }
+            pos = piece_end;
+        }
+        Ok(())
     }
 
     /// Hands everything appended so far to the OS (like [`Durability::Os`] for all earlier appends).

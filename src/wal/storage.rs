@@ -6,8 +6,8 @@
 //! handed out by `slice` is never written while the view is alive. The log reads only below its written
 //! watermark, writes only at or above it, and recycles or zeroes a segment only when nobody holds a view of it.
 //!
-//! `unsafe` in this module: mapping files (memmap2) and the raw copy into in-memory segments. Each block says why
-//! it is sound.
+//! `unsafe` in this module: mapping files (memmap2), the raw copy into in-memory segments, and the one system call
+//! std does not wrap (`sync_file_range`, to start write-back early). Each block says why it is sound.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -35,6 +35,12 @@ pub trait SegmentFile: Send + Sync {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes every completed write durable (fdatasync; `F_FULLFSYNC` on Apple platforms).
     fn sync(&self) -> io::Result<()>;
+    /// Asks the device to start writing `len` bytes at `offset` (already written with `write_at`) without waiting,
+    /// so that a later `sync` finds the transfer under way. Only a hint: it promises nothing about durability, and
+    /// an error here is reported again by `sync` (the write-back error is not consumed). The default does nothing.
+    fn start_writeback(&self, _offset: u64, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     /// The segment's size in bytes.
     fn len_bytes(&self) -> u64;
     /// A view of `len` bytes at `offset`. The caller must not let that range be written while the view lives.
@@ -303,6 +309,31 @@ impl SegmentFile for FileSegment {
     fn sync(&self) -> io::Result<()> {
         // std's sync_data is fdatasync on Linux and fcntl(F_FULLFSYNC) on Apple platforms.
         self.file.sync_data()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Ok(());
+        };
+        // SYNC_FILE_RANGE_WRITE alone submits the dirty pages and returns: it neither waits nor consumes a
+        // write-back error (the file's error sequence is checked only by the WAIT flags and by fdatasync).
+        // SAFETY: a plain system call on a descriptor this segment owns for its whole life; it reads and writes no
+        // memory of this process.
+        let rc = unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                offset,
+                len,
+                libc::SYNC_FILE_RANGE_WRITE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     fn len_bytes(&self) -> u64 {
