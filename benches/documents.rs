@@ -4,15 +4,19 @@
 //!    `email` and a non-unique one on `city`): p50/p99/p99.9 next to raw `pwrite` + `fdatasync` of the bytes one
 //!    such commit logs (its DATA and COMMIT records) into a zero-filled file, consecutively and interleaved
 //!    operation by operation;
+//!
+//!    In sections 1 and 2 the caller's part, building the `serde_json::Value`, happens before each operation's
+//!    timer starts (section 2 reports its cost on its own line);
 //! 2. non-durable inserts of the same documents from one thread (`Durability::None`, one document per commit):
-//!    inserts/s;
+//!    inserts/s, and what building one such document costs the caller;
 //! 3. an equality query over N small documents (1 M; 20 k in quick mode) on an indexed field holding 1,000
 //!    distinct values (so about N / 1,000 results), through the index and through a scan of an unindexed copy:
 //!    ns per result;
 //! 4. a range query returning 100 documents through an index on a unique sequence field, and the same query by a
 //!    scan: ns per query.
 //!
-//! `cargo bench --bench documents`; `CSTORE_BENCH_QUICK=1 cargo bench --bench documents` for a smoke run. Everything
+//! `cargo bench --bench documents`; `CSTORE_BENCH_QUICK=1 cargo bench --bench documents` for a smoke run;
+//! `CSTORE_BENCH_DOCUMENTS_SECTIONS=1` runs only section 1 (`12` sections 1 and 2; 3 and 4 run together). Everything
 //! on disk lives in a temporary directory under `std::env::temp_dir()`.
 
 mod common;
@@ -24,7 +28,7 @@ use collection_store::wal::Durability;
 use collection_store::{Database, Definition, Documents, IndexSpec, Options, Query};
 use common::{
     Cfg, DiskFlushes, RatioLine, Spec, Summary, durable_vs_sized_floor, find, fmt_ns, fmt_rate,
-    measure_op, op_ns, per_s, print_table,
+    measure_op, measure_prepared, op_ns, per_s, print_table,
 };
 use criterion::Criterion;
 use serde_json::{Value, json};
@@ -70,10 +74,10 @@ fn users(db: &Database) -> Documents {
     .expect("collection")
 }
 
-/// Inserts document `i` into `users` in a transaction of its own, at the database's durability.
-fn insert_one(db: &Database, users: &Documents, i: u64) {
+/// Inserts `doc` into `users` in a transaction of its own, at the database's durability.
+fn insert_one(db: &Database, users: &Documents, doc: Value) {
     let mut tx = db.begin();
-    users.insert(&mut tx, document_1k(i)).expect("insert");
+    users.insert(&mut tx, doc).expect("insert");
     tx.commit().expect("commit");
 }
 
@@ -88,31 +92,58 @@ fn bench_durable(
     // The floor writes what one commit logs: the DATA record (header, op head, the archived document) and the
     // COMMIT record.
     let before = db.wal().stats().bytes_appended;
-    insert_one(&db, &users, 0);
+    insert_one(&db, &users, document_1k(0));
     let logged = (db.wal().stats().bytes_appended - before) as usize;
+    // The caller's part, building the document, is done before the timer starts.
     let mut i = 0u64;
-    let insert = || {
+    let next_document = || {
         i += 1;
-        insert_one(&db, &users, i);
+        document_1k(i)
     };
     let spec = Spec::new(GROUP, DURABLE_ID, 1, disk);
-    durable_vs_sized_floor(c, cfg, dir, &spec, logged, || db.wal().stats(), insert)
+    durable_vs_sized_floor(
+        c,
+        cfg,
+        dir,
+        &spec,
+        logged,
+        || db.wal().stats(),
+        next_document,
+        |doc| insert_one(&db, &users, doc),
+    )
 }
 
-fn bench_non_durable(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> Option<Summary> {
+/// Non-durable inserts, then the caller's cost of building one document (untimed in the inserts).
+fn bench_non_durable(c: &mut Criterion, cfg: &Cfg, dir: &Path) -> Vec<Summary> {
     let db = Database::open(dir.join("none"), options(Durability::None)).expect("open");
     let users = users(&db);
     let mut i = 0u64;
-    let insert = || {
+    let next_document = || {
         i += 1;
-        insert_one(&db, &users, i);
+        document_1k(i)
     };
-    measure_op(
+    let mut rows: Vec<Summary> = measure_prepared(
         c,
         cfg,
         &Spec::new(GROUP, "insert_none_1k", 100, None),
-        insert,
+        next_document,
+        |doc| insert_one(&db, &users, doc),
+        || {},
+        || {},
     )
+    .into_iter()
+    .collect();
+    let mut j = 0u64;
+    rows.extend(measure_op(
+        c,
+        cfg,
+        &Spec::new(GROUP, "build_document_1k", 100, None),
+        || {
+            j += 1;
+            black_box(document_1k(j));
+        },
+    ));
+    rows
 }
 
 struct Queries {
@@ -225,33 +256,53 @@ fn main() {
         if cfg.quick { ", QUICK mode" } else { "" }
     );
 
-    let durable = bench_durable(&mut c, &cfg, dir.path(), disk.as_ref());
-    let none = bench_non_durable(&mut c, &cfg, dir.path());
-    let queries = bench_queries(&mut c, &cfg, dir.path(), docs);
+    let sections =
+        std::env::var("CSTORE_BENCH_DOCUMENTS_SECTIONS").unwrap_or_else(|_| "1234".into());
+    let want = |section: char| sections.contains(section);
+    let durable = want('1').then(|| bench_durable(&mut c, &cfg, dir.path(), disk.as_ref()));
+    let none = if want('2') {
+        bench_non_durable(&mut c, &cfg, dir.path())
+    } else {
+        Vec::new()
+    };
+    let queries = (want('3') || want('4')).then(|| bench_queries(&mut c, &cfg, dir.path(), docs));
 
-    print_table(
-        "1. durable insert of a 1 KiB JSON document",
-        &durable.table_rows(),
-    );
-    RatioLine {
-        prefix: "1.",
-        subject: "documents",
-        target: 1.15,
-    }
-    .print_all(
-        &durable.rows,
-        durable.interleaved.as_ref(),
-        DURABLE_ID,
-        "consecutive",
-    );
-    if let Some(none) = &none {
-        print_table("2. non-durable inserts", std::slice::from_ref(none));
-        eprintln!(
-            "2. non-durable insert of a 1 KiB JSON document, one per commit: {} ({} each)",
-            fmt_rate(per_s(op_ns(none))),
-            fmt_ns(op_ns(none))
+    if let Some(durable) = &durable {
+        print_table(
+            "1. durable insert of a 1 KiB JSON document",
+            &durable.table_rows(),
+        );
+        RatioLine {
+            prefix: "1.",
+            subject: "documents",
+            target: 1.15,
+        }
+        .print_all(
+            &durable.rows,
+            durable.interleaved.as_ref(),
+            DURABLE_ID,
+            "consecutive",
         );
     }
+    if !none.is_empty() {
+        print_table("2. non-durable inserts", &none);
+    }
+    if let Some(insert) = find(&none, "insert_none_1k") {
+        eprintln!(
+            "2. non-durable insert of a 1 KiB JSON document, one per commit: {} ({} each)",
+            fmt_rate(per_s(op_ns(&insert))),
+            fmt_ns(op_ns(&insert))
+        );
+    }
+    if let Some(build) = find(&none, "build_document_1k") {
+        eprintln!(
+            "2. building one such document (the caller's part, untimed in 1 and 2): {}",
+            fmt_ns(op_ns(&build))
+        );
+    }
+    let Some(queries) = queries else {
+        return;
+    };
     print_table(
         &format!("3–4. queries over {} documents", queries.docs),
         &queries.rows,

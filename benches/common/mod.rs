@@ -155,12 +155,26 @@ pub fn measure(
     cfg: &Cfg,
     spec: &Spec<'_>,
     mut op: impl FnMut(),
+    finish: impl FnMut(),
+    between: impl FnMut(),
+) -> Option<Summary> {
+    measure_prepared(c, cfg, spec, || (), |()| op(), finish, between)
+}
+
+/// [`measure`] for an operation on an input that `prepare` makes untimed before each operation (what the caller
+/// brings, such as a document to insert): only `op` and `finish` are timed, and criterion is told only that time.
+pub fn measure_prepared<T>(
+    c: &mut Criterion,
+    cfg: &Cfg,
+    spec: &Spec<'_>,
+    mut prepare: impl FnMut() -> T,
+    mut op: impl FnMut(T),
     mut finish: impl FnMut(),
     mut between: impl FnMut(),
 ) -> Option<Summary> {
     let batch = spec.batch;
     for _ in 0..cfg.prewarm_ops * batch {
-        op();
+        op(prepare());
     }
     finish();
     between();
@@ -177,21 +191,26 @@ pub fn measure(
             // Slow operations: the same iteration count per sample keeps the run near the measurement time.
             g.sampling_mode(SamplingMode::Flat);
         }
+        let mut inputs: Vec<T> = Vec::new();
         g.bench_function(spec.id, |b| {
             b.iter_custom(|iters| {
-                let start = Instant::now();
+                let mut elapsed = Duration::ZERO;
                 let mut left = iters;
                 while left > 0 {
                     let k = left.min(batch);
+                    inputs.extend((0..k).map(|_| prepare()));
                     let t = Instant::now();
-                    for _ in 0..k {
-                        op();
+                    for input in inputs.drain(..) {
+                        op(input);
                     }
-                    samples.push(t.elapsed().as_nanos() as f64 / k as f64);
+                    let d = t.elapsed();
+                    elapsed += d;
+                    samples.push(d.as_nanos() as f64 / k as f64);
                     left -= k;
                 }
+                let t = Instant::now();
                 finish();
-                let elapsed = start.elapsed();
+                elapsed += t.elapsed();
                 ops += iters;
                 total += elapsed;
                 between();
@@ -470,21 +489,33 @@ pub fn durable_vs_floor(
     dir: &Path,
     spec: &Spec<'_>,
     stats: impl Fn() -> WalStats,
-    subject: impl FnMut(),
+    mut subject: impl FnMut(),
 ) -> FloorVs {
-    durable_vs_sized_floor(c, cfg, dir, spec, RECORD_BYTES, stats, subject)
+    durable_vs_sized_floor(
+        c,
+        cfg,
+        dir,
+        spec,
+        RECORD_BYTES,
+        stats,
+        || (),
+        |()| subject(),
+    )
 }
 
 /// [`durable_vs_floor`] with a floor that writes `floor_bytes` per operation (the bytes the subject logs), named
-/// `floor_pwrite_fdatasync_<floor_bytes>`.
-pub fn durable_vs_sized_floor(
+/// `floor_pwrite_fdatasync_<floor_bytes>`, and a subject that takes an input `prepare` makes untimed before each
+/// operation (see [`measure_prepared`]).
+#[allow(clippy::too_many_arguments)]
+pub fn durable_vs_sized_floor<T>(
     c: &mut Criterion,
     cfg: &Cfg,
     dir: &Path,
     spec: &Spec<'_>,
     floor_bytes: usize,
     stats: impl Fn() -> WalStats,
-    mut subject: impl FnMut(),
+    mut prepare: impl FnMut() -> T,
+    mut subject: impl FnMut(T),
 ) -> FloorVs {
     let mut rows = Vec::new();
     let floor = zero_filled_file(&dir.join("floor.dat"), cfg.file_bytes).expect("floor file");
@@ -508,14 +539,23 @@ pub fn durable_vs_sized_floor(
     let floor_spec = Spec::new(spec.group, &floor_id, 1, spec.disk);
     rows.extend(measure_op(c, cfg, &floor_spec, &mut floor_op));
     let before = stats();
-    rows.extend(measure_op(c, cfg, spec, &mut subject));
+    rows.extend(measure_prepared(
+        c,
+        cfg,
+        spec,
+        &mut prepare,
+        &mut subject,
+        || {},
+        || {},
+    ));
     let stats = stats_delta(&before, &stats());
 
     let (mut a, mut b) = (Timings::default(), Timings::default());
     let deadline = Instant::now() + cfg.measurement;
     while Instant::now() < deadline && a.len() < 200_000 {
         a.time(&mut floor_op);
-        b.time(&mut subject);
+        let input = prepare();
+        b.time(|| subject(input));
     }
     let interleaved = a
         .summarize(&format!("interleaved/{floor_id}"))

@@ -133,13 +133,17 @@ impl DocBytes {
     /// A copy of `bytes`.
     #[must_use]
     pub fn copy_from(bytes: &[u8]) -> Self {
-        let blocks = bytes
-            .chunks(16)
-            .map(|chunk| {
-                let mut block = [0u8; 16];
-                block[..chunk.len()].copy_from_slice(chunk);
-                Block(block)
-            })
+        // Whole blocks are fixed 16-byte copies; the exact-size iterator lets the Arc be allocated once.
+        let whole = bytes.chunks_exact(16);
+        let rest = whole.remainder();
+        let last = (!rest.is_empty()).then(|| {
+            let mut block = [0u8; 16];
+            block[..rest.len()].copy_from_slice(rest);
+            Block(block)
+        });
+        let blocks = whole
+            .map(|chunk| Block(chunk.try_into().expect("16 bytes")))
+            .chain(last)
             .collect();
         Self {
             storage: Storage::Owned(blocks),
@@ -1489,5 +1493,20 @@ fn as_slice(bound: &Bound<EntryKey>) -> Bound<&[u8]> {
         Bound::Included(key) => Bound::Included(key),
         Bound::Excluded(key) => Bound::Excluded(key),
         Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DocBytes;
+
+    #[test]
+    fn copies_keep_every_length_and_are_16_byte_aligned() {
+        let source: Vec<u8> = (0..=255u8).cycle().take(100).collect();
+        for len in 0..=source.len() {
+            let copy = DocBytes::copy_from(&source[..len]);
+            assert_eq!(copy.as_bytes(), &source[..len], "length {len}");
+            assert!(copy.as_bytes().as_ptr().addr().is_multiple_of(16) || len == 0);
+        }
     }
 }
