@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::publish::{Publisher, Versioned};
 use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
 
 use crate::checkpoint::files::{CheckpointFiles, DirFiles, MemFiles};
 use crate::checkpoint::{self, Manifest, ManifestCollection};
@@ -1437,14 +1438,11 @@ impl Inner {
         let seq = state.latest.seq + 1;
         let timed = stamp_time(ops);
         let ops = timed.as_deref().unwrap_or(ops);
-        let payloads: Vec<Vec<u8>> = ops.iter().map(encode_op).collect();
-        let mut records: Vec<(RecordKind, &[u8])> = payloads
-            .iter()
-            .map(|p| (RecordKind::Data, p.as_slice()))
-            .collect();
+        let payloads = EncodedOps::new(ops);
         let lsn_at = end_lsn_stamps(ops);
         if participants.is_empty() {
             let seq_bytes = seq.to_le_bytes();
+            let mut records = payloads.records();
             records.push((RecordKind::Commit, &seq_bytes));
             let installed = self.log_and_install(&mut state, &records, &lsn_at, durability, ops)?;
             drop(state);
@@ -1455,6 +1453,7 @@ impl Inner {
         let txid = self.new_txid();
         let names: Vec<String> = participants.iter().map(|p| p.name()).collect();
         let prepare = encode_prepare(txid, ROLE_COORDINATOR, &names);
+        let mut records = payloads.records();
         records.push((RecordKind::Prepare, &prepare));
         let group = self
             .wal
@@ -1567,7 +1566,7 @@ impl Inner {
             collection.store.collect(horizon);
         }
         let seq = state.latest.seq + 1;
-        let collections = apply_writes(&state.latest.collections, ops, seq);
+        let collections = apply_writes(&state.latest.collections, ops, &writes_by_slot(ops), seq);
         let version = Arc::new(DbVersion::new(seq, collections, &self.registry));
         state.latest = Arc::clone(&version);
         if self
@@ -1640,6 +1639,16 @@ pub(crate) struct Installed {
 /// Checks `ops` (read from `snapshot`) against `latest`: first committer wins on every written document, and unique
 /// indexes hold.
 pub(crate) fn check_writes(latest: &DbVersion, snapshot: &DbVersion, ops: &[Op]) -> Result<()> {
+    check_grouped(latest, snapshot, ops, &writes_by_slot(ops))
+}
+
+/// [`check_writes`] with `ops` already grouped by [`writes_by_slot`].
+fn check_grouped(
+    latest: &DbVersion,
+    snapshot: &DbVersion,
+    ops: &[Op],
+    by_slot: &[SlotWrites<'_>],
+) -> Result<()> {
     for op in ops {
         if let Some(state) = latest.collections.get(op.slot as usize)
             && !Arc::ptr_eq(&state.defs, &op.defs)
@@ -1657,52 +1666,65 @@ pub(crate) fn check_writes(latest: &DbVersion, snapshot: &DbVersion, ops: &[Op])
             });
         }
     }
-    for (slot, writes) in writes_by_slot(ops) {
-        let op = &ops[writes[0].0];
-        let writes: Vec<Write<'_>> = writes.iter().map(|(_, w)| *w).collect();
-        if let Some(store) = latest.store(slot) {
-            store
-                .check_unique(&op.defs, &writes)
-                .map_err(|e| apply_error(&op.name, None, e))?;
-        } else {
-            Store::new(&op.defs)
-                .check_unique(&op.defs, &writes)
-                .map_err(|e| apply_error(&op.name, None, e))?;
-        }
+    for group in by_slot {
+        let op = &ops[group.first_op];
+        let checked = match latest.store(group.slot) {
+            Some(store) => store.check_unique(&op.defs, &group.writes),
+            None => Store::new(&op.defs).check_unique(&op.defs, &group.writes),
+        };
+        checked.map_err(|e| apply_error(&op.name, None, e))?;
     }
     Ok(())
 }
 
-/// `ops` grouped by collection slot, each write with the position of its op.
-fn writes_by_slot(ops: &[Op]) -> Vec<(u32, Vec<(usize, Write<'_>)>)> {
-    let mut by_slot: Vec<(u32, Vec<(usize, Write<'_>)>)> = Vec::new();
+/// The writes of a commit to one collection, in the order of its ops.
+struct SlotWrites<'a> {
+    slot: u32,
+    /// Index of the first op writing this collection (its name and index definitions stand for all of them).
+    first_op: usize,
+    writes: SmallVec<[Write<'a>; 1]>,
+}
+
+/// `ops` grouped by collection slot, in order of first appearance. A commit usually writes one collection: the
+/// grouping then allocates only for writes beyond the first.
+fn writes_by_slot(ops: &[Op]) -> SmallVec<[SlotWrites<'_>; 1]> {
+    let mut by_slot: SmallVec<[SlotWrites<'_>; 1]> = SmallVec::new();
     for (i, op) in ops.iter().enumerate() {
         let write = Write {
             id: op.id,
             doc: op.doc.as_ref(),
         };
-        match by_slot.iter_mut().find(|(slot, _)| *slot == op.slot) {
-            Some((_, writes)) => writes.push((i, write)),
-            None => by_slot.push((op.slot, vec![(i, write)])),
+        match by_slot.iter_mut().find(|group| group.slot == op.slot) {
+            Some(group) => group.writes.push(write),
+            None => by_slot.push(SlotWrites {
+                slot: op.slot,
+                first_op: i,
+                writes: smallvec::smallvec![write],
+            }),
         }
     }
     by_slot
 }
 
-/// Applies checked `ops` as commit `seq` to the stores of `collections`; returns the collections' new states.
-fn apply_writes(collections: &[CollectionState], ops: &[Op], seq: u64) -> Vec<CollectionState> {
+/// Applies checked `ops`, grouped by [`writes_by_slot`], as commit `seq` to the stores of `collections`; returns
+/// the collections' new states.
+fn apply_writes(
+    collections: &[CollectionState],
+    ops: &[Op],
+    by_slot: &[SlotWrites<'_>],
+    seq: u64,
+) -> Vec<CollectionState> {
     let mut collections = collections.to_vec();
-    for (slot, writes) in writes_by_slot(ops) {
-        let slot = slot as usize;
-        let defs = &ops[writes[0].0].defs;
+    for group in by_slot {
+        let slot = group.slot as usize;
+        let defs = &ops[group.first_op].defs;
         collections.resize_with(collections.len().max(slot + 1), || CollectionState {
             store: Arc::new(Store::new(defs)),
             count: 0,
             defs: Arc::clone(defs),
         });
-        let writes: Vec<Write<'_>> = writes.iter().map(|(_, w)| *w).collect();
         let state = &mut collections[slot];
-        let delta = state.store.apply(defs, &writes, seq);
+        let delta = state.store.apply(defs, &group.writes, seq);
         state.count = state
             .count
             .checked_add_signed(delta)
@@ -1783,10 +1805,41 @@ pub(crate) fn end_lsn_stamps(ops: &[Op]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-pub(crate) fn encode_op(op: &Op) -> Vec<u8> {
-    match &op.doc {
-        Some(doc) => encode_raw_op(OP_PUT, &op.name, op.id, doc),
-        None => encode_raw_op(OP_REMOVE, &op.name, op.id, &[]),
+/// The DATA payloads of a commit's ops, encoded back to back in one buffer (one allocation per commit).
+pub(crate) struct EncodedOps {
+    bytes: Vec<u8>,
+    /// Where each op's payload ends in `bytes`.
+    ends: SmallVec<[usize; 2]>,
+}
+
+impl EncodedOps {
+    pub(crate) fn new(ops: &[Op]) -> Self {
+        let total = ops
+            .iter()
+            .map(|op| op_head_bytes(op.name.len()) + op.doc.as_ref().map_or(0, |d| d.len()))
+            .sum();
+        let mut bytes = Vec::with_capacity(total);
+        let mut ends = SmallVec::with_capacity(ops.len() + 1);
+        for op in ops {
+            match &op.doc {
+                Some(doc) => encode_raw_op_into(&mut bytes, OP_PUT, &op.name, op.id, doc),
+                None => encode_raw_op_into(&mut bytes, OP_REMOVE, &op.name, op.id, &[]),
+            }
+            ends.push(bytes.len());
+        }
+        debug_assert_eq!(bytes.len(), total, "the buffer was sized exactly");
+        Self { bytes, ends }
+    }
+
+    /// One DATA record per op, in order, with room for the record that closes the group.
+    pub(crate) fn records(&self) -> SmallVec<[(RecordKind, &[u8]); 2]> {
+        let mut start = 0;
+        let mut records = SmallVec::with_capacity(self.ends.len() + 1);
+        for &end in &self.ends {
+            records.push((RecordKind::Data, &self.bytes[start..end]));
+            start = end;
+        }
+        records
     }
 }
 
@@ -1794,9 +1847,16 @@ pub(crate) fn encode_op(op: &Op) -> Vec<u8> {
 /// document (or type label) bytes. The log starts every payload at a multiple of 16 in its segment, so a document
 /// starts 16-byte aligned in the mapped log and a replay reads it in place.
 fn encode_raw_op(op: u8, name: &str, id: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(op_head_bytes(name.len()) + body.len());
+    encode_raw_op_into(&mut out, op, name, id, body);
+    out
+}
+
+/// [`encode_raw_op`], appended to `out`.
+fn encode_raw_op_into(out: &mut Vec<u8>, op: u8, name: &str, id: u64, body: &[u8]) {
     let name = name.as_bytes();
-    let head = op_head_bytes(name.len());
-    let mut out = Vec::with_capacity(head + body.len());
+    let start = out.len();
+    let head = start + op_head_bytes(name.len());
     out.push(op);
     out.extend_from_slice(
         &u16::try_from(name.len())
@@ -1807,7 +1867,6 @@ fn encode_raw_op(op: u8, name: &str, id: u64, body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&id.to_le_bytes());
     out.resize(head, 0);
     out.extend_from_slice(body);
-    out
 }
 
 /// Bytes of a DATA payload before its body, for a collection name of `name_len` bytes.

@@ -16,8 +16,8 @@ use parking_lot::{ArcMutexGuard, Mutex, RawMutex};
 use crate::collection::merge::Union;
 use crate::collection::{self, DocBytes, Document, IndexDef, IndexKey};
 use crate::db::{
-    Collection, CommitInfo, CommitState, Database, DbVersion, Docs, ROLE_PARTICIPANT, check_writes,
-    encode_decision, encode_op, encode_prepare, end_lsn_stamps, scanned_entries, stamp_end_lsn,
+    Collection, CommitInfo, CommitState, Database, DbVersion, Docs, EncodedOps, ROLE_PARTICIPANT,
+    check_writes, encode_decision, encode_prepare, end_lsn_stamps, scanned_entries, stamp_end_lsn,
     stamp_time,
 };
 use crate::error::{Error, Result};
@@ -95,13 +95,65 @@ pub struct Transaction<'db> {
     snapshot: Arc<DbVersion>,
     durability: Durability,
     ops: Vec<Op>,
-    /// (slot, id) → index in `ops` of the latest write of that document.
-    latest: HashMap<(u32, u64), usize>,
+    /// Where in `ops` each document's last write is.
+    latest: LastWrites,
     /// Active savepoints, oldest first: (id, number of ops when taken).
     savepoints: Vec<(u64, usize)>,
     participants: Vec<Arc<dyn Participant>>,
     /// Document collections this transaction creates, registered with the database once it commits.
     pub(crate) created_documents: Vec<Arc<crate::documents::Shared>>,
+}
+
+/// Where each document's last write is in a transaction's ops. A small transaction (most commit one or a few
+/// writes) scans its ops backwards and allocates nothing for this; past [`LastWrites::SCAN_OPS`] writes a hash map
+/// answers. Invariant: the map is empty while `ops` holds at most `SCAN_OPS` writes, and otherwise maps every
+/// written `(slot, id)` to the index of its last write.
+#[derive(Default)]
+struct LastWrites {
+    map: HashMap<(u32, u64), usize, foldhash::fast::RandomState>,
+}
+
+impl LastWrites {
+    /// Up to this many writes, lookups scan.
+    const SCAN_OPS: usize = 8;
+
+    /// Index in `ops` of the last write of document `id` of collection `slot`.
+    fn get(&self, ops: &[Op], slot: u32, id: u64) -> Option<usize> {
+        if ops.len() <= Self::SCAN_OPS {
+            debug_assert!(self.map.is_empty());
+            ops.iter().rposition(|op| op.slot == slot && op.id == id)
+        } else {
+            debug_assert!(!self.map.is_empty());
+            self.map.get(&(slot, id)).copied()
+        }
+    }
+
+    /// Whether `ops[i]` is the last write of its document.
+    fn is_last(&self, ops: &[Op], i: usize) -> bool {
+        self.get(ops, ops[i].slot, ops[i].id) == Some(i)
+    }
+
+    /// Takes note of the write just pushed onto `ops`.
+    fn pushed(&mut self, ops: &[Op]) {
+        match ops.len() {
+            n if n <= Self::SCAN_OPS => {}
+            n if n == Self::SCAN_OPS + 1 => self.rebuild(ops),
+            n => {
+                let op = &ops[n - 1];
+                self.map.insert((op.slot, op.id), n - 1);
+            }
+        }
+    }
+
+    /// Starts over from `ops` (after a rollback to a savepoint).
+    fn rebuild(&mut self, ops: &[Op]) {
+        self.map.clear();
+        if ops.len() > Self::SCAN_OPS {
+            // Later writes overwrite earlier ones: each document maps to its last write.
+            self.map
+                .extend(ops.iter().enumerate().map(|(i, op)| ((op.slot, op.id), i)));
+        }
+    }
 }
 
 impl std::fmt::Debug for Transaction<'_> {
@@ -121,7 +173,7 @@ impl<'db> Transaction<'db> {
             snapshot,
             durability,
             ops: Vec::new(),
-            latest: HashMap::new(),
+            latest: LastWrites::default(),
             savepoints: Vec::new(),
             participants: Vec::new(),
             created_documents: Vec::new(),
@@ -138,8 +190,8 @@ impl<'db> Transaction<'db> {
     pub fn get<T: Document>(&self, collection: &Collection<T>, id: u64) -> Option<&T::Archived> {
         // A handle of another database: its slot means nothing here (and its type may differ).
         collection.check_owner(self.db).ok()?;
-        match self.latest.get(&(collection.slot, id)) {
-            Some(&i) => self.ops[i].doc.as_deref().map(collection::archived::<T>),
+        match self.latest.get(&self.ops, collection.slot, id) {
+            Some(i) => self.ops[i].doc.as_deref().map(collection::archived::<T>),
             None => self
                 .snapshot
                 .collection(collection.slot)?
@@ -151,10 +203,11 @@ impl<'db> Transaction<'db> {
     /// This transaction's last write of each document of `collection` that it writes (`None`: removed), by id.
     fn own_writes(&self, slot: u32) -> Vec<(u64, Option<&DocBytes>)> {
         let mut own: Vec<(u64, Option<&DocBytes>)> = self
-            .latest
+            .ops
             .iter()
-            .filter(|((s, _), _)| *s == slot)
-            .map(|(&(_, id), &i)| (id, self.ops[i].doc.as_ref()))
+            .enumerate()
+            .filter(|(i, op)| op.slot == slot && self.latest.is_last(&self.ops, *i))
+            .map(|(_, op)| (op.id, op.doc.as_ref()))
             .collect();
         own.sort_unstable_by_key(|(id, _)| *id);
         own
@@ -197,7 +250,7 @@ impl<'db> Transaction<'db> {
             .into_iter()
             .flat_map(move |v| {
                 v.iter()
-                    .filter(move |(id, _)| !self.latest.contains_key(&(slot, *id)))
+                    .filter(move |(id, _)| self.latest.get(&self.ops, slot, *id).is_none())
             });
         Box::new(
             Union::new(seen, own.into_iter(), |a, b| a.0.cmp(&b.0))
@@ -247,7 +300,7 @@ impl<'db> Transaction<'db> {
         });
         let seen = indexed
             .chain(scanned)
-            .filter(move |(_, id)| !self.latest.contains_key(&(slot, *id)))
+            .filter(move |(_, id)| self.latest.get(&self.ops, slot, *id).is_none())
             .map(move |(key, id)| {
                 let doc = view
                     .and_then(|v| v.get(id))
@@ -326,7 +379,6 @@ impl<'db> Transaction<'db> {
                 .is_some_and(|d| { s.end_lsn_at + 8 <= d.len() && s.time_ms_at + 8 <= d.len() })),
             "a stamp lies inside its document"
         );
-        self.latest.insert((collection.slot, id), self.ops.len());
         self.ops.push(Op {
             slot: collection.slot,
             name: Arc::clone(&collection.name),
@@ -335,6 +387,7 @@ impl<'db> Transaction<'db> {
             doc,
             stamp,
         });
+        self.latest.pushed(&self.ops);
     }
 
     /// Inserts or replaces document `id` with `value`, whose bytes take the commit's end LSN and time at the
@@ -472,12 +525,7 @@ impl<'db> Transaction<'db> {
         self.savepoints.truncate(index + 1);
         debug_assert!(position <= self.ops.len());
         self.ops.truncate(position);
-        self.latest = self
-            .ops
-            .iter()
-            .enumerate()
-            .map(|(i, op)| ((op.slot, op.id), i))
-            .collect();
+        self.latest.rebuild(&self.ops);
         Ok(())
     }
 
@@ -488,10 +536,10 @@ impl<'db> Transaction<'db> {
     /// # Errors
     /// [`Error::Conflict`], [`Error::UniqueViolation`]: nothing was written; retry. [`Error::Poisoned`] and I/O
     /// errors: the outcome is unknown until the database is reopened.
-    pub fn commit(self) -> Result<CommitInfo> {
-        let last = self.final_writes();
+    pub fn commit(mut self) -> Result<CommitInfo> {
         // Collections whose creation a savepoint rolled back are not registered.
         let created = crate::documents::still_created(&self);
+        let last = self.take_final_writes();
         let info =
             self.db
                 .inner
@@ -507,12 +555,16 @@ impl<'db> Transaction<'db> {
         self.db
     }
 
-    /// Only the last write of each document goes to the log and the new version.
-    fn final_writes(&self) -> Vec<Op> {
+    /// Only the last write of each document goes to the log and the new version: takes those out of the
+    /// transaction (which is being committed), in order.
+    fn take_final_writes(&mut self) -> Vec<Op> {
+        if (0..self.ops.len()).all(|i| self.latest.is_last(&self.ops, i)) {
+            return std::mem::take(&mut self.ops);
+        }
         self.ops
             .iter()
             .enumerate()
-            .filter(|(i, op)| self.latest.get(&(op.slot, op.id)) == Some(i))
+            .filter(|(i, _)| self.latest.is_last(&self.ops, *i))
             .map(|(_, op)| op.clone())
             .collect()
     }
@@ -528,8 +580,8 @@ impl<'db> Transaction<'db> {
     /// syncs its writes as PREPARE, and holds its database's commit lock until the decision (another commit waits;
     /// a PREPARE that cannot get the lock within 5 s votes to abort).
     #[must_use]
-    pub fn into_participant(self) -> Arc<dyn Participant> {
-        let ops = self.final_writes();
+    pub fn into_participant(mut self) -> Arc<dyn Participant> {
+        let ops = self.take_final_writes();
         Arc::new(DatabaseParticipant {
             db: self.db.clone(),
             snapshot: self.snapshot,
@@ -580,12 +632,9 @@ impl Participant for DatabaseParticipant {
         }
         let timed = stamp_time(&self.ops);
         let ops = timed.as_deref().unwrap_or(&self.ops);
-        let payloads: Vec<Vec<u8>> = ops.iter().map(encode_op).collect();
+        let payloads = EncodedOps::new(ops);
         let prepare = encode_prepare(txid, ROLE_PARTICIPANT, &[]);
-        let mut records: Vec<(RecordKind, &[u8])> = payloads
-            .iter()
-            .map(|p| (RecordKind::Data, p.as_slice()))
-            .collect();
+        let mut records = payloads.records();
         records.push((RecordKind::Prepare, &prepare));
         let group =
             inner

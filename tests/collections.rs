@@ -159,6 +159,59 @@ fn savepoints_roll_back_part_of_a_transaction() {
     assert_eq!(db.read().count(&users), 1);
 }
 
+/// A transaction finds its own last writes by scanning while it is small and through a map once it is not
+/// (`LastWrites`): reads, counts, index lookups and the commit must agree on either side of that switch, across
+/// rollbacks that cross it both ways.
+#[test]
+fn own_writes_agree_across_the_small_transaction_threshold() {
+    let db = in_memory(Durability::None);
+    let users = db.collection("users", spec()).unwrap();
+    let mut tx = db.begin();
+    let a = tx.insert(&users, &user("ann", 1, None)).unwrap();
+    // Rewrite `a` until the transaction holds many more writes than it scans, with one savepoint below the
+    // switch and one above it.
+    let mut low = None;
+    let mut high = None;
+    for age in 2..=20u32 {
+        tx.update(&users, a, &user("ann", age, None)).unwrap();
+        assert_eq!(tx.get(&users, a).unwrap().age, age);
+        assert_eq!(tx.count(&users), 1);
+        match age {
+            4 => low = Some(tx.savepoint()),
+            15 => high = Some(tx.savepoint()),
+            _ => {}
+        }
+    }
+    let b = tx.insert(&users, &user("bob", 7, None)).unwrap();
+    assert_eq!(tx.count(&users), 2);
+    tx.rollback_to(high.unwrap()).unwrap();
+    assert_eq!(tx.get(&users, a).unwrap().age, 15);
+    assert!(tx.get(&users, b).is_none());
+    assert_eq!(tx.count(&users), 1);
+    tx.rollback_to(low.unwrap()).unwrap();
+    assert_eq!(tx.get(&users, a).unwrap().age, 4);
+    for age in 30..40u32 {
+        tx.update(&users, a, &user("ann", age, None)).unwrap();
+    }
+    assert_eq!(tx.get(&users, a).unwrap().age, 39);
+    assert_eq!(
+        tx.find_one(&users, "email", &"ann@x.io")
+            .unwrap()
+            .map(|(id, _)| id),
+        Some(a)
+    );
+    let records_before = db.wal().stats().records;
+    tx.commit().unwrap();
+    assert_eq!(
+        db.wal().stats().records,
+        records_before + 2,
+        "only the last write of the one document is logged, then COMMIT"
+    );
+    let read = db.read();
+    assert_eq!(read.count(&users), 1);
+    assert_eq!(read.get(&users, a).unwrap().age, 39);
+}
+
 #[test]
 fn readers_keep_their_snapshot() {
     let db = in_memory(Durability::None);

@@ -753,6 +753,19 @@ impl Store {
             if !def.unique {
                 continue;
             }
+            if let [write] = writes {
+                // One write: no key of the batch can clash with it or be released by it.
+                let Some(doc) = write.doc else { continue };
+                let Some(key) = (def.extract)(doc) else {
+                    continue;
+                };
+                match index.latest_holder(&key, &self.base) {
+                    Some(holder) if holder != write.id => {
+                        return Err(unique_error(def, doc, holder));
+                    }
+                    _ => continue,
+                }
+            }
             let mut taken: HashMap<Vec<u8>, (u64, &DocBytes), foldhash::fast::RandomState> =
                 HashMap::default();
             for write in writes {
@@ -789,11 +802,12 @@ impl Store {
     /// for live snapshots until [`Store::collect`] passes `seq`. Returns the change in the number of documents.
     pub fn apply(&self, defs: &[IndexDef], writes: &[Write<'_>], seq: u64) -> isize {
         debug_assert_eq!(defs.len(), self.indexes.len());
-        let olds: Vec<Option<DocBytes>> = writes.iter().map(|w| self.latest(w.id)).collect();
+        let olds: SmallVec<[Option<DocBytes>; 1]> =
+            writes.iter().map(|w| self.latest(w.id)).collect();
         // Every index entry a write changes (for a unique index, also one whose key stays: it holds the document).
         // Old entries go first, then new ones, so a batch can move a unique key from one of its documents to
         // another.
-        let mut changes: Vec<EntryChange<'_>> = Vec::new();
+        let mut changes: SmallVec<[EntryChange<'_>; 2]> = SmallVec::new();
         for (write, old) in writes.iter().zip(&olds) {
             for (index, def) in defs.iter().enumerate() {
                 let old_key = old.as_ref().and_then(|d| (def.extract)(d));
