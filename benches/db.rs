@@ -40,11 +40,14 @@ use std::hint::black_box;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use collection_store::wal::{Durability, RecordKind, Wal, WalOptions, WalStats};
-use collection_store::{Collection, Database, Document, Options, Snapshot, Spec as DocSpec};
+use collection_store::{
+    Collection, Database, Document, IndexKey, Options, Snapshot, Spec as DocSpec,
+};
 use common::{
     Cfg, DiskFlushes, FloorVs, GroupRow, RECORD_BYTES, RatioLine, Spec, Summary, Timings,
     criterion_test_mode, durable_vs_floor, find, fmt_ns, fmt_rate, group_commit, measure,
@@ -522,6 +525,35 @@ fn bench_non_durable(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) ->
         ));
     }
 
+    // Floor: the concurrent structures a one-document insert into `users` writes, alone: the document map (papaya,
+    // `u64` key) and its order (crossbeam skip list), the unique index's map (papaya, the 28-byte encoded email)
+    // and its order (skip list), each value an `Arc` of a fresh 256 B copy. They grow to the commit benchmarks'
+    // size, then start over empty (untimed), as those do.
+    {
+        let fresh_maps = || StructureFloor::default();
+        let maps = RefCell::new(fresh_maps());
+        let doc = vec![0x5au8; RECORD_BYTES];
+        let mut email = String::with_capacity(32);
+        let mut key = 0u64;
+        let spec = Spec::new(GROUP, "floor_structures_insert", batch, None);
+        rows.extend(measure(
+            c,
+            cfg,
+            &spec,
+            || {
+                key += 1;
+                email_of(key, &mut email);
+                maps.borrow().insert(key, &email, black_box(&doc));
+            },
+            || {},
+            || {
+                if maps.borrow().docs.len() as u64 >= sizes.docs {
+                    *maps.borrow_mut() = fresh_maps();
+                }
+            },
+        ));
+    }
+
     let fresh = Fresh::new(
         dir,
         "commit_none_mem",
@@ -575,6 +607,29 @@ fn bench_non_durable(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) ->
         ));
     }
     NonDurable { rows }
+}
+
+type FloorHasher = foldhash::fast::RandomState;
+
+/// The concurrent maps and ordered sets behind a collection with one unique index, written directly (section 2's
+/// structure floor).
+#[derive(Default)]
+struct StructureFloor {
+    docs: papaya::HashMap<u64, Arc<[u8]>, FloorHasher>,
+    ids: crossbeam_skiplist::SkipSet<u64>,
+    unique: papaya::HashMap<Arc<[u8]>, u64, FloorHasher>,
+    keys: crossbeam_skiplist::SkipSet<Arc<[u8]>>,
+}
+
+impl StructureFloor {
+    fn insert(&self, id: u64, key: &str, doc: &[u8]) {
+        self.docs.pin().insert(id, Arc::from(doc));
+        self.ids.insert(id);
+        // The index key as the collection encodes it.
+        let encoded: Arc<[u8]> = key.to_key_bytes().into();
+        self.unique.pin().insert(Arc::clone(&encoded), id);
+        self.keys.insert(encoded);
+    }
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -633,6 +688,33 @@ fn bench_reads(c: &mut Criterion, cfg: &Cfg, sizes: &Sizes, dir: &Path) -> Reads
             black_box(u64::from_le_bytes(doc[..8].try_into().expect("8 bytes")));
         };
         let spec = Spec::new(GROUP, "floor_btreemap_get", batch, None);
+        rows.extend(measure_op(c, cfg, &spec, op));
+    }
+
+    // Floors: a hash map from `u64` to an `Arc` of a 256 B document, then an 8 B read of the document. papaya is the
+    // concurrent map the collections use (readers take no lock; the entry is a pointer away from its slot); std's
+    // `HashMap` keeps entries inline in the probed table but cannot be read while it is written.
+    {
+        let docs = || (0..n).map(|k| (k, Arc::from(vec![k as u8 | 1; RECORD_BYTES])));
+        let concurrent: papaya::HashMap<u64, Arc<[u8]>, FloorHasher> = docs().collect();
+        let inline: std::collections::HashMap<u64, Arc<[u8]>, FloorHasher> = docs().collect();
+        let read =
+            |doc: &Arc<[u8]>| black_box(u64::from_le_bytes(doc[..8].try_into().expect("8 bytes")));
+        let mut i = 0usize;
+        let op = || {
+            let k = ids[i & mask];
+            i += 1;
+            read(concurrent.pin().get(&black_box(k)).expect("present"));
+        };
+        let spec = Spec::new(GROUP, "floor_papaya_get", batch, None);
+        rows.extend(measure_op(c, cfg, &spec, op));
+        let mut i = 0usize;
+        let op = || {
+            let k = ids[i & mask];
+            i += 1;
+            read(inline.get(&black_box(k)).expect("present"));
+        };
+        let spec = Spec::new(GROUP, "floor_std_hashmap_get", batch, None);
         rows.extend(measure_op(c, cfg, &spec, op));
     }
 
@@ -1474,6 +1556,13 @@ fn summarize_non_durable(nd: &NonDurable) {
             fmt_rate(per_s(w.mean_ns))
         );
     }
+    let structures = find(&nd.rows, "floor_structures_insert");
+    if let Some(f) = &structures {
+        eprintln!(
+            "2. floor: the structures one insert writes (2 papaya maps + 2 skip lists), alone: {} sustained",
+            fmt_rate(per_s(f.mean_ns))
+        );
+    }
     for id in [
         "commit_none_mem_256",
         "commit_none_file_256",
@@ -1483,12 +1572,15 @@ fn summarize_non_durable(nd: &NonDurable) {
             // The verdict uses the sustained rate: all commits over all timed calls, flushes included.
             let sustained = per_s(s.mean_ns);
             eprintln!(
-                "2. {id:<21} sustained {:>10}, criterion slope {:>10}; target >= 1 M/s: {}; {:.0}x memcpy, {:.1}x the log alone",
+                "2. {id:<21} sustained {:>10}, criterion slope {:>10}; target >= 1 M/s: {}; {:.0}x memcpy, {:.1}x the log alone, {:.1}x the structures alone",
                 fmt_rate(sustained),
                 fmt_rate(per_s(op_ns(&s))),
                 verdict(sustained >= 1e6),
                 memcpy.as_ref().map_or(f64::NAN, |m| s.mean_ns / op_ns(m)),
                 wal.as_ref().map_or(f64::NAN, |w| s.mean_ns / w.mean_ns),
+                structures
+                    .as_ref()
+                    .map_or(f64::NAN, |f| s.mean_ns / f.mean_ns),
             );
         }
     }
@@ -1504,18 +1596,30 @@ fn summarize_reads(r: &Reads) {
     let flat = find(&r.rows, "floor_flat_random_256");
     let dependent = find(&r.rows, "floor_flat_dependent_256");
     let btree = find(&r.rows, "floor_btreemap_get");
+    let papaya = find(&r.rows, "floor_papaya_get");
+    let inline = find(&r.rows, "floor_std_hashmap_get");
     let ratio = |ns: f64, f: &Option<Summary>| f.as_ref().map_or(f64::NAN, |f| ns / op_ns(f));
+    for (name, floor) in [
+        ("papaya get (concurrent)", &papaya),
+        ("std HashMap get (inline)", &inline),
+    ] {
+        if let Some(f) = floor {
+            eprintln!("3. floor: {name} + 8 B read: {}", fmt_ns(op_ns(f)));
+        }
+    }
     for (id, target) in [("get_by_id", 150.0), ("find_one_email", 400.0)] {
         if let Some(s) = find(&r.rows, id) {
             let ns = op_ns(&s);
             eprintln!(
-                "3. {id:<15} {} per read (p50 of batches {}); target <= {target} ns: {}; {:.1}x a random read, {:.1}x a dependent random read (one miss), {:.2}x std BTreeMap get",
+                "3. {id:<15} {} per read (p50 of batches {}); target <= {target} ns: {}; {:.1}x a random read, {:.1}x a dependent random read (one miss), {:.2}x std BTreeMap get, {:.2}x papaya get, {:.2}x std HashMap get",
                 fmt_ns(ns),
                 fmt_ns(s.p50_ns),
                 verdict(ns <= target),
                 ratio(ns, &flat),
                 ratio(ns, &dependent),
                 ratio(ns, &btree),
+                ratio(ns, &papaya),
+                ratio(ns, &inline),
             );
         }
     }
