@@ -1566,7 +1566,7 @@ impl Inner {
             collection.store.collect(horizon);
         }
         let seq = state.latest.seq + 1;
-        let collections = apply_writes(&state.latest.collections, ops, &writes_by_slot(ops), seq);
+        let collections = apply_writes(&state.latest.collections, ops, seq);
         let version = Arc::new(DbVersion::new(seq, collections, &self.registry));
         state.latest = Arc::clone(&version);
         if self
@@ -1639,16 +1639,6 @@ pub(crate) struct Installed {
 /// Checks `ops` (read from `snapshot`) against `latest`: first committer wins on every written document, and unique
 /// indexes hold.
 pub(crate) fn check_writes(latest: &DbVersion, snapshot: &DbVersion, ops: &[Op]) -> Result<()> {
-    check_grouped(latest, snapshot, ops, &writes_by_slot(ops))
-}
-
-/// [`check_writes`] with `ops` already grouped by [`writes_by_slot`].
-fn check_grouped(
-    latest: &DbVersion,
-    snapshot: &DbVersion,
-    ops: &[Op],
-    by_slot: &[SlotWrites<'_>],
-) -> Result<()> {
     for op in ops {
         if let Some(state) = latest.collections.get(op.slot as usize)
             && !Arc::ptr_eq(&state.defs, &op.defs)
@@ -1666,7 +1656,7 @@ fn check_grouped(
             });
         }
     }
-    for group in by_slot {
+    for group in writes_by_slot(ops) {
         let op = &ops[group.first_op];
         let checked = match latest.store(group.slot) {
             Some(store) => store.check_unique(&op.defs, &group.writes),
@@ -1706,16 +1696,10 @@ fn writes_by_slot(ops: &[Op]) -> SmallVec<[SlotWrites<'_>; 1]> {
     by_slot
 }
 
-/// Applies checked `ops`, grouped by [`writes_by_slot`], as commit `seq` to the stores of `collections`; returns
-/// the collections' new states.
-fn apply_writes(
-    collections: &[CollectionState],
-    ops: &[Op],
-    by_slot: &[SlotWrites<'_>],
-    seq: u64,
-) -> Vec<CollectionState> {
+/// Applies checked `ops` as commit `seq` to the stores of `collections`; returns the collections' new states.
+fn apply_writes(collections: &[CollectionState], ops: &[Op], seq: u64) -> Vec<CollectionState> {
     let mut collections = collections.to_vec();
-    for group in by_slot {
+    for group in writes_by_slot(ops) {
         let slot = group.slot as usize;
         let defs = &ops[group.first_op].defs;
         collections.resize_with(collections.len().max(slot + 1), || CollectionState {
